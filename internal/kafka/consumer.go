@@ -1,0 +1,166 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	kgo "github.com/segmentio/kafka-go"
+)
+
+// ConsumerOptions configures a consumer-group reader.
+type ConsumerOptions struct {
+	Brokers []string
+	GroupID string
+	Topics  []string
+	// MaxBatch and MaxWait bound a batch: the handler is called with up to
+	// MaxBatch records, or with what arrived within MaxWait of the first.
+	MaxBatch int
+	MaxWait  time.Duration
+	// StartFirst starts a group with no committed offset at the earliest
+	// record (the default); false starts at the end.
+	StartLast bool
+	Log       *slog.Logger
+}
+
+// Handler processes a batch and returns only once its outputs are durable.
+// A nil return acknowledges the whole batch; an error stops the consumer
+// without committing, so the batch is read again after restart.
+type Handler func(ctx context.Context, batch []Message) error
+
+// Consumer reads a consumer group's partitions and commits offsets only after
+// the handler made the batch's outputs durable: at least once, never less.
+type Consumer struct {
+	r   *kgo.Reader
+	opt ConsumerOptions
+}
+
+// NewConsumer returns a Consumer; it joins the group on first read.
+func NewConsumer(o ConsumerOptions) *Consumer {
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 500
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = 20 * time.Millisecond
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	start := kgo.FirstOffset
+	if o.StartLast {
+		start = kgo.LastOffset
+	}
+	cfg := kgo.ReaderConfig{
+		Brokers:                o.Brokers,
+		GroupID:                o.GroupID,
+		GroupTopics:            o.Topics,
+		MinBytes:               1,
+		MaxBytes:               16 << 20,
+		MaxWait:                100 * time.Millisecond,
+		ReadBatchTimeout:       2 * time.Second,
+		CommitInterval:         0, // synchronous commits: CommitMessages returns once stored
+		StartOffset:            start,
+		HeartbeatInterval:      1 * time.Second,
+		SessionTimeout:         10 * time.Second,
+		RebalanceTimeout:       10 * time.Second,
+		JoinGroupBackoff:       500 * time.Millisecond,
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 2 * time.Second,
+		ReadBackoffMin:         50 * time.Millisecond,
+		ReadBackoffMax:         500 * time.Millisecond,
+	}
+	return &Consumer{r: kgo.NewReader(cfg), opt: o}
+}
+
+// Run reads batches and hands them to h until ctx ends or h fails. It commits
+// each batch's offsets after h returned nil. It blocks.
+func (c *Consumer) Run(ctx context.Context, h Handler) error {
+	for {
+		batch, err := c.fetchBatch(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("consumer %s: fetch: %w", c.opt.GroupID, err)
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := h(ctx, batch); err != nil {
+			return fmt.Errorf("consumer %s: %w", c.opt.GroupID, err)
+		}
+		// Commit under its own deadline: a shutdown that arrives after the
+		// outputs were written should still record the progress.
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = c.r.CommitMessages(cctx, batch...)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("consumer %s: commit: %w", c.opt.GroupID, err)
+		}
+	}
+}
+
+func (c *Consumer) fetchBatch(ctx context.Context) ([]Message, error) {
+	first, err := c.r.FetchMessage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	batch := []Message{first}
+	wctx, cancel := context.WithTimeout(ctx, c.opt.MaxWait)
+	defer cancel()
+	for len(batch) < c.opt.MaxBatch {
+		m, err := c.r.FetchMessage(wctx)
+		if err != nil {
+			break // the wait ran out (or ctx ended): hand over what we have
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}
+
+// Lag returns the reader's current lag (records behind the end), as kafka-go
+// last observed it.
+func (c *Consumer) Lag() int64 { return c.r.Stats().Lag }
+
+// Close leaves the group.
+func (c *Consumer) Close() error { return c.r.Close() }
+
+// ReadToEnd calls fn for every record of every partition of topic from the
+// earliest offset to the end offset observed at the start, then returns. Used
+// to rebuild in-memory state from compacted topics at start-up.
+func ReadToEnd(ctx context.Context, brokers []string, topic string, fn func(Message) error) error {
+	cl := NewClient(brokers)
+	ends, err := cl.EndOffsets(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", topic, err)
+	}
+	for p, end := range ends {
+		if end == 0 {
+			continue
+		}
+		r := kgo.NewReader(kgo.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+		if err := r.SetOffset(kgo.FirstOffset); err != nil {
+			r.Close()
+			return err
+		}
+		for {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				r.Close()
+				return fmt.Errorf("read %s[%d]: %w", topic, p, err)
+			}
+			if err := fn(m); err != nil {
+				r.Close()
+				return err
+			}
+			if m.Offset+1 >= end {
+				break
+			}
+		}
+		r.Close()
+	}
+	return nil
+}
