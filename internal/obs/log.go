@@ -81,3 +81,9 @@ func scrubAttr(a slog.Attr) slog.Attr {
 		return slog.Attr{Key: a.Key, Value: v}
 	}
 }
+
+// Logger is slog.Logger, named here so commands need only this package.
+type Logger = slog.Logger
+
+// SetDefault makes l slog's default logger.
+func SetDefault(l *slog.Logger) { slog.SetDefault(l) }
