@@ -2,12 +2,15 @@
 # The local stack without Docker: PostgreSQL (wal_level=logical), ClickHouse
 # (native protocol) and a single-node Apache Kafka 4.x broker in KRaft mode.
 #
-#   scripts/stack.sh up       install what is missing, start what is stopped, wait until each answers
-#   scripts/stack.sh down     stop every service (state is kept)
-#   scripts/stack.sh status   one line per service; exit 1 when one is down
-#   scripts/stack.sh reset    stop and delete all state under the stack folder
+#   scripts/stack.sh up [SERVICE…]      install what is missing, start what is stopped, wait until each answers
+#   scripts/stack.sh down [SERVICE…]    stop services (state is kept)
+#   scripts/stack.sh status             one line per service; exit 1 when one is down
+#   scripts/stack.sh reset              stop and delete all state under the stack folder
 #
-# All state lives under $LR_STACK_DIR (default: .stack/ in the project).
+# SERVICE is postgres, clickhouse or kafka; none means all three.
+# All state lives under $LR_STACK_DIR (default: .stack/ in the project); ports
+# and the Kafka jar folder can be moved with LR_STACK_*_PORT and
+# LR_STACK_KAFKA_LIBS, which tests use to run private instances they may kill.
 # The settings it started are written to $LR_STACK_DIR/env, a file a shell can source.
 set -euo pipefail
 
@@ -58,14 +61,14 @@ install_missing() {
   command -v mvn >/dev/null || pkgs+=(maven)
   if [ ${#pkgs[@]} -gt 0 ]; then apt_install "${pkgs[@]}"; fi
   # Debian's package starts its own cluster on 5432 on some systems; ours is separate and untouched.
-  if [ ! -f "$stack/kafka/libs/.complete-$KAFKA_VERSION" ]; then
+  if [ ! -f "$KLIBS/.complete-$KAFKA_VERSION" ]; then
     say "fetching Apache Kafka $KAFKA_VERSION (org.apache.kafka:kafka_2.13) and its dependencies with Maven"
-    rm -rf "$stack/kafka/libs"
-    mkdir -p "$stack/kafka/libs"
+    rm -rf "$KLIBS"
+    mkdir -p "$KLIBS" "$K"
     (cd "$root/scripts/kafka" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
-        -DoutputDirectory="$stack/kafka/libs" >"$stack/kafka/maven.log" 2>&1) \
-      || die "kafka: Maven could not fetch the broker (see $stack/kafka/maven.log)"
-    touch "$stack/kafka/libs/.complete-$KAFKA_VERSION"
+        -DoutputDirectory="$KLIBS" >"$K/maven.log" 2>&1) \
+      || die "kafka: Maven could not fetch the broker (see $K/maven.log)"
+    touch "$KLIBS/.complete-$KAFKA_VERSION"
   fi
 }
 
@@ -226,6 +229,7 @@ ch_down() {
 # ---------------------------------------------------------------- kafka
 
 K=$stack/kafka
+KLIBS=${LR_STACK_KAFKA_LIBS:-$K/libs}
 
 kafka_ready() {
   # A broker that answers ApiVersions on the client port is up; the Go tests and
@@ -234,7 +238,7 @@ kafka_ready() {
 }
 
 KAFKA_JAVA=(java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true
-  -Dlog4j2.configurationFile="$K/log4j2.properties" -Dkafka.logs.dir="$K/logs" -cp "$K/libs/*")
+  -Dlog4j2.configurationFile="$K/log4j2.properties" -Dkafka.logs.dir="$K/logs" -cp "$KLIBS/*")
 kafka_java() { "${KAFKA_JAVA[@]}" "$@"; }
 
 kafka_up() {
@@ -334,20 +338,34 @@ status() {
   return $bad
 }
 
-case "${1:-}" in
+services() { # the named services, or all three
+  local s
+  if [ $# -eq 0 ]; then echo postgres clickhouse kafka; return; fi
+  for s in "$@"; do
+    case "$s" in postgres|clickhouse|kafka) echo "$s" ;; *) die "unknown service $s (postgres, clickhouse, kafka)" ;; esac
+  done
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
   up)
-    [ "$(id -u)" = 0 ] || command -v sudo >/dev/null || die "run as root (installs packages, runs postgres as its own user)"
+    [ "$(id -u)" = 0 ] || die "run as root: it installs packages and runs postgres as its own user"
     install_missing
-    pg_up
-    ch_up
-    kafka_up
+    for s in $(services "$@"); do
+      case "$s" in postgres) pg_up ;; clickhouse) ch_up ;; kafka) kafka_up ;; esac
+    done
     write_env
-    say "all services up; settings in $stack/env"
-    status
+    if [ $# -eq 0 ]; then
+      say "all services up; settings in $stack/env"
+      status
+    fi
     ;;
   down)
-    kafka_down; ch_down; pg_down
-    say "stopped"
+    for s in $(services "$@"); do
+      case "$s" in postgres) pg_down ;; clickhouse) ch_down ;; kafka) kafka_down ;; esac
+    done
+    say "stopped $(services "$@" | tr '\n' ' ')"
     ;;
   status) status ;;
   reset)
