@@ -33,13 +33,27 @@ func NewClient(brokers []string) *Client {
 	return &Client{brokers: brokers, c: &kgo.Client{Addr: kgo.TCP(brokers...), Timeout: 15 * time.Second}}
 }
 
-// Ping checks that a broker answers metadata requests.
+// Ping checks that a broker answers a metadata request on a fresh connection
+// (the client's transport caches metadata, which would hide a dead broker).
 func (c *Client) Ping(ctx context.Context) error {
-	_, err := c.c.Metadata(ctx, &kgo.MetadataRequest{Topics: []string{}})
-	if err != nil {
-		return fmt.Errorf("kafka %v: %w", c.brokers, err)
+	var last error
+	for _, b := range c.brokers {
+		conn, err := (&kgo.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", b)
+		if err != nil {
+			last = err
+			continue
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			_ = conn.SetDeadline(dl)
+		}
+		_, err = conn.Brokers()
+		conn.Close()
+		if err == nil {
+			return nil
+		}
+		last = err
 	}
-	return nil
+	return fmt.Errorf("kafka %v: %w", c.brokers, last)
 }
 
 // EnsureTopics creates the topics that do not exist and aligns the configs of

@@ -92,12 +92,12 @@ func String(s string) string {
 	return s
 }
 
-var sensitiveKeys = []string{"secret", "password", "passwd", "token", "api_key", "apikey", "authorization", "signature", "card", "cvc", "iban"}
+var sensitiveKeys = []string{"secret", "password", "passwd", "token", "apikey", "authorization", "signature", "card", "cvc", "iban"}
 
 // SensitiveKey reports whether a field or header name names a secret, so its
 // value is dropped whole rather than scanned.
 func SensitiveKey(k string) bool {
-	k = strings.ToLower(k)
+	k = strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(k))
 	for _, s := range sensitiveKeys {
 		if strings.Contains(k, s) {
 			return true

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/launchready/launchready/internal/config"
 	"github.com/launchready/launchready/internal/kafka"
 	"github.com/launchready/launchready/internal/migrate"
+	"github.com/launchready/launchready/internal/obs"
 	"github.com/launchready/launchready/internal/pg"
 )
 
@@ -153,4 +155,15 @@ func DropTopicsAndDB(cfg *config.Config) {
 	}
 	_ = kafka.NewClient(cfg.KafkaBrokers).DeleteTopics(ctx, names...)
 	dropClickHouse(ctx, cfg)
+}
+
+// Logger returns a logger that writes through t.Log, redacted like production.
+func Logger(t testing.TB) *slog.Logger { return obs.NewLogger(tWriter{t}, "debug") }
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

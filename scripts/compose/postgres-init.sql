@@ -1,0 +1,2 @@
+-- docker-compose: launchready's own state database beside the app database.
+CREATE DATABASE launchready;
