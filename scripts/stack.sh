@@ -90,25 +90,42 @@ pid_alive() { [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
 
 # ---------------------------------------------------------------- postgres
 
-PGDATA=$stack/postgres/data
+PGDIR=$stack/postgres
+PGDATA=$PGDIR/data
 pg_run() { runuser -u postgres -- "$@"; }
+
+# The server runs as the user 'postgres', which may not be able to enter the
+# project folder (a clone under /root, say). Then its files live under
+# /var/tmp, named after the stack folder, and .stack/postgres links there.
+pg_dir() {
+  mkdir -p "$stack"
+  if [ -L "$stack/postgres" ] || { [ ! -e "$stack/postgres" ] && ! runuser -u postgres -- test -x "$stack"; }; then
+    local alt; alt=/var/tmp/launchready-pg-$(printf '%s' "$stack" | md5sum | cut -c1-12)
+    mkdir -p "$alt"
+    [ -L "$stack/postgres" ] || ln -s "$alt" "$stack/postgres"
+    PGDIR=$alt
+  else
+    mkdir -p "$PGDIR"
+  fi
+  PGDATA=$PGDIR/data
+  chown postgres:postgres "$PGDIR"
+  runuser -u postgres -- test -x "$PGDIR" || die "postgres: the user 'postgres' cannot enter $PGDIR"
+}
 
 pg_ready() { "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
 
 pg_up() {
   local bin; bin=$(pg_bindir) || die "postgres: no server binaries under /usr/lib/postgresql"
-  mkdir -p "$stack/postgres"
-  chown postgres:postgres "$stack/postgres"
-  pg_run test -x "$stack/postgres" || die "postgres: the user 'postgres' cannot enter $stack; put the stack on a path it can read (LR_STACK_DIR)"
+  pg_dir
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
     say "postgres: initdb in $PGDATA"
-    pg_run "$bin/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$stack/postgres/initdb.log" 2>&1 \
-      || die "postgres: initdb failed (see $stack/postgres/initdb.log)"
+    pg_run "$bin/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$PGDIR/initdb.log" 2>&1 \
+      || die "postgres: initdb failed (see $PGDIR/initdb.log)"
     cat >>"$PGDATA/postgresql.conf" <<EOF
 # launchready local stack
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
-unix_socket_directories = '$stack/postgres'
+unix_socket_directories = '$PGDIR'
 wal_level = logical
 max_replication_slots = 20
 max_wal_senders = 20
@@ -123,10 +140,10 @@ EOF
   fi
   if ! pg_ready; then
     say "postgres: starting on 127.0.0.1:$PG_PORT"
-    pg_run "$bin/pg_ctl" -D "$PGDATA" -l "$stack/postgres/postgres.log" -w -t 60 start >/dev/null \
-      || die "postgres did not start (see $stack/postgres/postgres.log)"
+    pg_run "$bin/pg_ctl" -D "$PGDATA" -l "$PGDIR/postgres.log" -w -t 60 start >/dev/null \
+      || die "postgres did not start (see $PGDIR/postgres.log)"
   fi
-  wait_for postgres 60 pg_ready || die "postgres did not answer on 127.0.0.1:$PG_PORT (see $stack/postgres/postgres.log)"
+  wait_for postgres 60 pg_ready || die "postgres did not answer on 127.0.0.1:$PG_PORT (see $PGDIR/postgres.log)"
   local psql="$bin/psql -h 127.0.0.1 -p $PG_PORT -U postgres -v ON_ERROR_STOP=1 -qAt"
   [ "$($psql -c 'show wal_level')" = logical ] || die "postgres: wal_level is not logical in $PGDATA/postgresql.conf"
   for db in launchready app; do
@@ -138,6 +155,8 @@ EOF
 
 pg_down() {
   local bin; bin=$(pg_bindir) || return 0
+  [ -e "$stack/postgres" ] || return 0
+  PGDATA=$(readlink -f "$stack/postgres")/data
   if [ -f "$PGDATA/postmaster.pid" ]; then
     pg_run "$bin/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null 2>&1 || true
   fi
@@ -370,6 +389,7 @@ case "$cmd" in
   status) status ;;
   reset)
     kafka_down; ch_down; pg_down
+    if [ -L "$stack/postgres" ]; then rm -rf "$(readlink "$stack/postgres")"; fi
     rm -rf "$stack"
     say "removed $stack"
     ;;

@@ -35,8 +35,8 @@ func TestEnvThenFlagsOverride(t *testing.T) {
 	t.Parallel()
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	cfg, err := LoadFrom(env(map[string]string{
-		"LR_KAFKA_BROKERS":      "a:1, b:2",
-		"LR_HTTP_ADDR":          "127.0.0.1:9999",
+		"LR_KAFKA_BROKERS":       "a:1, b:2",
+		"LR_HTTP_ADDR":           "127.0.0.1:9999",
 		"LR_KIT_LEGACY_WEBHOOKS": "true",
 	}), fs, []string{"--http-addr", "127.0.0.1:7777", "--dedup-window", "1h"})
 	if err != nil {
