@@ -42,6 +42,7 @@ unit:
 # Everything: unit, integration and end-to-end tests on the real stack, then
 # a short run of every fuzz target.
 test: stack-up vet
+	@scripts/tools.sh
 	@$(ENV) && $(GO) test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 

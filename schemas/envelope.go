@@ -111,9 +111,12 @@ type Change struct {
 	Source    CDCSource `json:"source"`
 }
 
-// DedupKey identifies a change across re-deliveries after a restart.
+// DedupKey identifies a change across re-deliveries after a restart. The
+// LSN alone is not enough: every row of a snapshot, and every row of one
+// COPY, shares one; the primary key tells them apart.
 func (c *Change) DedupKey() string {
-	return "cdc:" + c.Schema + "." + c.Table + ":" + c.Source.LSN + ":" + c.Op
+	key, _ := json.Marshal(c.Key) // map keys marshal sorted: stable
+	return "cdc:" + c.Schema + "." + c.Table + ":" + c.Source.LSN + ":" + c.Op + ":" + string(key)
 }
 
 // Entitlement statuses.

@@ -12,12 +12,14 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/launchready/launchready/internal/alerts"
 	"github.com/launchready/launchready/internal/app"
 	"github.com/launchready/launchready/internal/chdb"
 	"github.com/launchready/launchready/internal/config"
 	"github.com/launchready/launchready/internal/kafka"
 	"github.com/launchready/launchready/internal/migrate"
 	"github.com/launchready/launchready/internal/obs"
+	"github.com/launchready/launchready/internal/ops"
 	"github.com/launchready/launchready/internal/pg"
 )
 
@@ -70,6 +72,16 @@ func openDeps(ctx context.Context, cfg *config.Config, log *slog.Logger) (*deps,
 	health.Add("kafka", app.KafkaCheck(cfg.KafkaBrokers))
 	health.Add("postgres", app.PostgresCheck(state, "state database"))
 	health.Add("clickhouse", app.ClickHouseCheck(ch))
+	if cfg.OpsToken.Set() {
+		if err := ops.Register(env.Mux, cfg, ch, log, ops.Options{Backlog: alerts.NewKafkaBacklog(cfg.KafkaBrokers, cfg.TopicPrefix)}); err != nil {
+			producer.Close()
+			ch.Close()
+			state.Close()
+			return nil, nil, fmt.Errorf("ops page: %w", err)
+		}
+	} else {
+		log.Info("ops page off: LR_OPS_TOKEN is empty")
+	}
 	closeAll := func() {
 		producer.Close()
 		ch.Close()
@@ -119,6 +131,7 @@ func serveStages(ctx context.Context, log *slog.Logger, cfg *config.Config, mux 
 			err := fn(ctx)
 			if err != nil && ctx.Err() == nil {
 				err = fmt.Errorf("%s: %w", name, err)
+				log.Error("stage failed: stopping the pipeline", "stage", name, "err", err)
 				errs <- err
 				cancel(err)
 				return
@@ -126,6 +139,7 @@ func serveStages(ctx context.Context, log *slog.Logger, cfg *config.Config, mux 
 			if err == nil && ctx.Err() == nil {
 				// A stage that returns without being asked to stop is a failure of the whole.
 				err = fmt.Errorf("%s stopped unexpectedly", name)
+				log.Error("stage stopped unexpectedly: stopping the pipeline", "stage", name)
 				errs <- err
 				cancel(err)
 			}

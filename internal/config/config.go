@@ -310,3 +310,11 @@ func checkPGURL(bad func(string, string, ...any), env, raw string) {
 func (c *Config) Topic(name string) string { return c.TopicPrefix + name }
 
 func registerSecret(v string) { redact.Register(v) }
+
+// RegisterSecret scrubs a secret set after Load (e.g. a generated demo
+// credential) from every log line, like the secrets Load read.
+func RegisterSecret(s Secret) {
+	for _, part := range strings.Split(string(s), ",") {
+		registerSecret(strings.TrimSpace(part))
+	}
+}

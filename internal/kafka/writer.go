@@ -56,7 +56,7 @@ func NewProducer(brokers []string, o WriterOptions) *Producer {
 		RequiredAcks:           kgo.RequireAll,
 		BatchTimeout:           o.BatchTimeout,
 		BatchSize:              o.BatchSize,
-		BatchBytes:             16 << 20,
+		BatchBytes:             1 << 20, // the broker's default message.max.bytes
 		MaxAttempts:            o.MaxAttempts,
 		WriteBackoffMin:        50 * time.Millisecond,
 		WriteBackoffMax:        500 * time.Millisecond,
