@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/launchready/launchready/schemas"
-	"github.com/launchready/launchready/sinks/audit"
 	circlesim "github.com/launchready/launchready/simulate/circle"
 	"github.com/launchready/launchready/simulate/stripe"
 	"github.com/launchready/launchready/simulate/traffic"
+	"github.com/launchready/launchready/sinks/audit"
 )
 
 func has(ids []int64, id int64) bool {

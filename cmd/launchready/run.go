@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/launchready/launchready/ingest"
 	"github.com/launchready/launchready/internal/alerts"
 	"github.com/launchready/launchready/internal/app"
 	"github.com/launchready/launchready/internal/chdb"
@@ -68,7 +69,9 @@ func openDeps(ctx context.Context, cfg *config.Config, log *slog.Logger) (*deps,
 		state.Close()
 		return nil, nil, err
 	}
-	producer := kafka.NewProducer(cfg.KafkaBrokers, kafka.WriterOptions{})
+	// Ingest's options (a 10 ms linger) batch concurrent webhooks best; the
+	// other stages write batches of their own and are indifferent to it.
+	producer := kafka.NewProducer(cfg.KafkaBrokers, ingest.ProducerOptions)
 	health.Add("kafka", app.KafkaCheck(cfg.KafkaBrokers))
 	health.Add("postgres", app.PostgresCheck(state, "state database"))
 	health.Add("clickhouse", app.ClickHouseCheck(ch))
