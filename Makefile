@@ -9,7 +9,7 @@ PKGS := ./...
 TEST_TIMEOUT ?= 45m
 FUZZTIME ?= 10s
 
-.PHONY: all build stack-up stack-down stack-status stack-reset migrate test unit integration fuzz bench demo vet
+.PHONY: all build stack-up stack-down stack-status stack-reset migrate test unit fuzz bench demo vet acceptance
 
 all: build
 
@@ -55,3 +55,7 @@ bench: stack-up build
 
 demo: stack-up build migrate
 	@scripts/demo.sh
+
+# The 50-user acceptance run of the end-to-end suite, with its figures.
+acceptance: stack-up
+	@$(ENV) && $(GO) test -count=1 -v -run 'TestAcceptance50Users' ./e2e/ | grep -E 'acceptance:|^(--- |ok|FAIL)'

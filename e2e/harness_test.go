@@ -35,6 +35,9 @@ import (
 	"github.com/launchready/launchready/simulate/traffic"
 )
 
+// e2eKitLimit is the Kit simulator's and the pipeline's Kit requests per minute.
+const e2eKitLimit = 3000
+
 // pipeline is the one running pipeline of the package and what it talks to.
 type pipeline struct {
 	cfg     *config.Config
@@ -116,7 +119,9 @@ func start(t *testing.T) (*pipeline, error) {
 	}
 	cleanups = append(cleanups, func() { p.circle.Close() })
 	kitTags, kitFields := kitsim.Seed(m)
-	p.kit = kitsim.New(kitsim.Options{APIKey: p.secrets["LR_KIT_API_KEY"], Tags: kitTags, Fields: kitFields,
+	// Kit's real 120 requests a minute is proven in the sinks' own tests;
+	// here it would make every scenario wait for the ones before it.
+	p.kit = kitsim.New(kitsim.Options{APIKey: p.secrets["LR_KIT_API_KEY"], Tags: kitTags, Fields: kitFields, Limit: e2eKitLimit,
 		WebhookURL: p.base + "/webhooks/kit", WebhookSecret: p.secrets["LR_KIT_WEBHOOK_SECRET"],
 		WebhookRetries: []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}})
 	kitURL, err := p.kit.Start("127.0.0.1:0")
@@ -155,6 +160,7 @@ func start(t *testing.T) (*pipeline, error) {
 		"LR_CIRCLE_BASE_URL="+strings.TrimRight(circleURL, "/")+circlesim.Base,
 		"LR_KIT_BASE_URL="+strings.TrimRight(kitURL, "/")+"/v4",
 		"LR_CIRCLE_POLL_INTERVAL=1s",
+		fmt.Sprintf("LR_KIT_RATE_LIMIT=%d", e2eKitLimit),
 		// The simulator has no monthly quota; the default (5,000) would
 		// stretch the poll interval to minutes.
 		"LR_CIRCLE_MONTHLY_QUOTA=100000000",

@@ -52,8 +52,8 @@ pg_bindir() {
   return 1
 }
 
-install_missing() {
-  local pkgs=()
+install_missing() { # the services about to start
+  local pkgs=() wanted=" $* "
   pg_bindir >/dev/null || pkgs+=(postgresql)
   command -v clickhouse-server >/dev/null || pkgs+=(clickhouse-server)
   command -v clickhouse-client >/dev/null || pkgs+=(clickhouse-client)
@@ -61,7 +61,7 @@ install_missing() {
   command -v mvn >/dev/null || pkgs+=(maven)
   if [ ${#pkgs[@]} -gt 0 ]; then apt_install "${pkgs[@]}"; fi
   # Debian's package starts its own cluster on 5432 on some systems; ours is separate and untouched.
-  if [ ! -f "$KLIBS/.complete-$KAFKA_VERSION" ]; then
+  if [[ "$wanted" == *" kafka "* ]] && [ ! -f "$KLIBS/.complete-$KAFKA_VERSION" ]; then
     say "fetching Apache Kafka $KAFKA_VERSION (org.apache.kafka:kafka_2.13) and its dependencies with Maven"
     rm -rf "$KLIBS"
     mkdir -p "$KLIBS" "$K"
@@ -228,7 +228,10 @@ EOF
       say "clickhouse: process $(cat "$CH/pid") is up but not answering yet"
     else
       say "clickhouse: starting on 127.0.0.1:$CH_PORT (native)"
-      (cd "$CH" && setsid clickhouse-server --config-file="$CH/config.xml" >"$CH/log/stdout.log" 2>&1 &
+      # The server itself is the background job (not a subshell around it):
+      # the pid file then names the server, and no subshell holds the
+      # caller's output open.
+      (cd "$CH" || exit 1; setsid clickhouse-server --config-file="$CH/config.xml" >"$CH/log/stdout.log" 2>&1 </dev/null &
         echo $! >"$CH/pid")
     fi
   fi
@@ -317,7 +320,7 @@ EOF
     else
       say "kafka: starting Apache Kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT"
       : >"$K/logs/server.log"
-      (setsid "${KAFKA_JAVA[@]}" kafka.Kafka "$K/server.properties" >"$K/logs/stdout.log" 2>&1 &
+      (setsid "${KAFKA_JAVA[@]}" kafka.Kafka "$K/server.properties" >"$K/logs/stdout.log" 2>&1 </dev/null &
         echo $! >"$K/pid")
     fi
   fi
@@ -370,7 +373,7 @@ cmd=${1:-}
 case "$cmd" in
   up)
     [ "$(id -u)" = 0 ] || die "run as root: it installs packages and runs postgres as its own user"
-    install_missing
+    install_missing $(services "$@")
     for s in $(services "$@"); do
       case "$s" in postgres) pg_up ;; clickhouse) ch_up ;; kafka) kafka_up ;; esac
     done

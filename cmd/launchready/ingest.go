@@ -34,7 +34,8 @@ func init() {
 		}
 		// Poll keys never collide with webhook keys, so a window of its own
 		// over the same table is enough.
-		p, err := ingest.NewPoller(d.env, d.producer, d.state, ingest.NewDedup(d.state, cfg.DedupWindow, d.env.Log), ingest.PollerOptions{})
+		p, err := ingest.NewPoller(d.env, d.producer, d.state, ingest.NewDedup(d.state, cfg.DedupWindow, d.env.Log),
+			ingest.PollerOptions{Limiter: d.circleLimiter, Budget: d.circleBudget})
 		if err != nil {
 			return nil, err
 		}

@@ -16,12 +16,14 @@ import (
 	"github.com/launchready/launchready/internal/alerts"
 	"github.com/launchready/launchready/internal/app"
 	"github.com/launchready/launchready/internal/chdb"
+	"github.com/launchready/launchready/internal/httpx"
 	"github.com/launchready/launchready/internal/config"
 	"github.com/launchready/launchready/internal/kafka"
 	"github.com/launchready/launchready/internal/migrate"
 	"github.com/launchready/launchready/internal/obs"
 	"github.com/launchready/launchready/internal/ops"
 	"github.com/launchready/launchready/internal/pg"
+	"github.com/launchready/launchready/sinks/circle"
 )
 
 func init() {
@@ -34,6 +36,10 @@ type deps struct {
 	producer *kafka.Producer
 	state    *pgxpool.Pool // launchready's own state
 	ch       driver.Conn   // ClickHouse on the audit database
+	// Circle counts requests per client (2,000 / 5 min) and per month: the
+	// poller and the sink share one limiter and one budget.
+	circleLimiter *httpx.Limiter
+	circleBudget  *httpx.Budget
 }
 
 // stageFactory builds one stage from the shared deps. A factory that returns
@@ -90,7 +96,10 @@ func openDeps(ctx context.Context, cfg *config.Config, log *slog.Logger) (*deps,
 		ch.Close()
 		state.Close()
 	}
-	return &deps{env: env, producer: producer, state: state, ch: ch}, closeAll, nil
+	return &deps{env: env, producer: producer, state: state, ch: ch,
+		circleLimiter: circle.NewLimiter(circle.RateLimit, circle.RateWindow),
+		circleBudget:  httpx.NewBudget(cfg.CircleMonthlyQuota, log, httpx.BudgetMetric("circle")),
+	}, closeAll, nil
 }
 
 func runAll(ctx context.Context, args []string) error {

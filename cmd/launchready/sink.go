@@ -14,6 +14,7 @@ import (
 	"github.com/launchready/launchready/internal/app"
 	"github.com/launchready/launchready/internal/config"
 	"github.com/launchready/launchready/internal/kafka"
+	"github.com/launchready/launchready/internal/httpx"
 	"github.com/launchready/launchready/internal/mapping"
 	"github.com/launchready/launchready/internal/obs"
 	"github.com/launchready/launchready/schemas"
@@ -30,7 +31,7 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
-		providers, err := sinkProviders(cfg, m, log, "")
+		providers, err := sinkProviders(cfg, m, log, "", d.circleLimiter, d.circleBudget)
 		if err != nil || len(providers) == 0 {
 			return nil, err
 		}
@@ -53,7 +54,7 @@ func runSink(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	providers, err := sinkProviders(cfg, m, log, only)
+	providers, err := sinkProviders(cfg, m, log, only, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -96,7 +97,9 @@ func runSink(ctx context.Context, args []string) error {
 
 // sinkProviders builds the providers to sync: only, or every one whose
 // credentials are set.
-func sinkProviders(cfg *config.Config, m *mapping.Mapping, log *slog.Logger, only string) ([]sinks.Provider, error) {
+// sinkProviders returns the configured sinks; the Circle limiter and budget
+// may be shared with the Circle poller (nil: the sink's own).
+func sinkProviders(cfg *config.Config, m *mapping.Mapping, log *slog.Logger, only string, circleLim *httpx.Limiter, circleBudget *httpx.Budget) ([]sinks.Provider, error) {
 	var out []sinks.Provider
 	want := func(name string, configured bool) bool {
 		if only == "" {
@@ -120,7 +123,7 @@ func sinkProviders(cfg *config.Config, m *mapping.Mapping, log *slog.Logger, onl
 		out = append(out, p)
 	}
 	if want(schemas.ProviderCircle, cfg.CircleAPIToken.Set()) {
-		p, err := circle.FromConfig(cfg, m, log, nil, nil)
+		p, err := circle.FromConfig(cfg, m, log, circleLim, circleBudget)
 		if err != nil {
 			return nil, err
 		}

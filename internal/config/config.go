@@ -82,8 +82,9 @@ type Config struct {
 	CirclePollInterval time.Duration `env:"LR_CIRCLE_POLL_INTERVAL" default:"60s" help:"how often the Circle member poller runs; 0 disables it"`
 	CircleMonthlyQuota int           `env:"LR_CIRCLE_MONTHLY_QUOTA" default:"5000" help:"Circle API requests allowed per calendar month (plan quota)"`
 
-	KitAPIKey  Secret `env:"LR_KIT_API_KEY" default:"" help:"Kit API v4 key (X-Kit-Api-Key)"`
-	KitBaseURL string `env:"LR_KIT_BASE_URL" default:"https://api.kit.com/v4" help:"Kit API v4 base URL"`
+	KitAPIKey    Secret `env:"LR_KIT_API_KEY" default:"" help:"Kit API v4 key (X-Kit-Api-Key)"`
+	KitBaseURL   string `env:"LR_KIT_BASE_URL" default:"https://api.kit.com/v4" help:"Kit API v4 base URL"`
+	KitRateLimit int    `env:"LR_KIT_RATE_LIMIT" default:"120" help:"Kit requests allowed per 60 s: 120 with an API key, 600 with an OAuth token"`
 
 	MappingFile string `env:"LR_MAPPING_FILE" default:"" help:"YAML mapping of prices to plans, Circle groups/tags and Kit tags/fields"`
 
@@ -257,6 +258,9 @@ func (c *Config) Validate(needs Need) error {
 	}
 	if c.WebhookTolerance <= 0 {
 		bad("LR_WEBHOOK_TOLERANCE", "must be positive")
+	}
+	if c.KitRateLimit < 1 {
+		bad("LR_KIT_RATE_LIMIT", "must be at least 1")
 	}
 	if c.CircleAuthScheme != "Bearer" && c.CircleAuthScheme != "Token" {
 		bad("LR_CIRCLE_AUTH_SCHEME", "must be Bearer or Token, got %q", c.CircleAuthScheme)

@@ -76,12 +76,17 @@ func New(o Options) *Sink {
 	}
 }
 
-// FromConfig returns the Kit sink of cfg (LR_KIT_BASE_URL, LR_KIT_API_KEY).
+// FromConfig returns the Kit sink of cfg (LR_KIT_BASE_URL, LR_KIT_API_KEY,
+// LR_KIT_RATE_LIMIT requests per 60 s).
 func FromConfig(cfg *config.Config, log *slog.Logger) (*Sink, error) {
 	if !cfg.KitAPIKey.Set() {
 		return nil, errors.New("kit sink: LR_KIT_API_KEY is not set")
 	}
-	return New(Options{BaseURL: cfg.KitBaseURL, APIKey: cfg.KitAPIKey, Log: log}), nil
+	o := Options{BaseURL: cfg.KitBaseURL, APIKey: cfg.KitAPIKey, Log: log}
+	if cfg.KitRateLimit > 0 && cfg.KitRateLimit != RateLimit {
+		o.Limiter = NewLimiter(cfg.KitRateLimit, RateWindow)
+	}
+	return New(o), nil
 }
 
 // Name is "kit".
