@@ -13,8 +13,8 @@ import (
 
 	"github.com/launchready/launchready/internal/app"
 	"github.com/launchready/launchready/internal/config"
-	"github.com/launchready/launchready/internal/kafka"
 	"github.com/launchready/launchready/internal/httpx"
+	"github.com/launchready/launchready/internal/kafka"
 	"github.com/launchready/launchready/internal/mapping"
 	"github.com/launchready/launchready/internal/obs"
 	"github.com/launchready/launchready/schemas"
