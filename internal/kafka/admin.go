@@ -131,6 +131,17 @@ func (c *Client) waitForLeaders(ctx context.Context, specs []TopicSpec) error {
 				}
 			}
 		}
+		// Metadata can name a leader before that broker serves the
+		// partition (a fresh KRaft broker answers NOT_LEADER for a moment):
+		// a ListOffsets on every partition proves each one is served.
+		if ok {
+			for _, n := range names {
+				if _, lerr := c.EndOffsets(ctx, n); lerr != nil {
+					ok, err = false, lerr
+					break
+				}
+			}
+		}
 		if ok {
 			return nil
 		}
