@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/launchready/launchready/simulate/internal/simfault"
 )
 
 type groupJSON struct {
@@ -38,7 +40,7 @@ func (s *Server) memberGroups(w http.ResponseWriter, r *http.Request) {
 		recs = append(recs, s.groupJSON(s.groups[id]))
 	}
 	env["records"] = recs
-	writeJSON(w, http.StatusOK, env)
+	simfault.WriteJSON(w, http.StatusOK, env)
 }
 
 type taggedJSON struct {
@@ -68,7 +70,7 @@ func (s *Server) listTagged(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	env["records"] = append([]taggedJSON{}, recs[lo:hi]...)
-	writeJSON(w, http.StatusOK, env)
+	simfault.WriteJSON(w, http.StatusOK, env)
 }
 
 // tagMember tags a member by email. The document does not say what tagging
@@ -100,7 +102,7 @@ func (s *Server) tagMember(w http.ResponseWriter, r *http.Request) {
 		m.tags[req.MemberTagID] = record{id: s.recordID(), at: s.now().UTC()}
 		s.touch(m)
 	}
-	writeJSON(w, http.StatusCreated, map[string]string{"message": "Person tagged successfully!"})
+	simfault.WriteJSON(w, http.StatusCreated, map[string]string{"message": "Person tagged successfully!"})
 }
 
 // untagMember answers 404 when the member does not have the tag.
@@ -124,7 +126,7 @@ func (s *Server) untagMember(w http.ResponseWriter, r *http.Request) {
 	}
 	delete(m.tags, tagID)
 	s.touch(m)
-	writeJSON(w, http.StatusOK, map[string]string{"message": "Tag has been removed"})
+	simfault.WriteJSON(w, http.StatusOK, map[string]string{"message": "Tag has been removed"})
 }
 
 func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
@@ -145,7 +147,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 		recs = append(recs, s.groupJSON(s.groups[id]))
 	}
 	env["records"] = recs
-	writeJSON(w, http.StatusOK, env)
+	simfault.WriteJSON(w, http.StatusOK, env)
 }
 
 type membershipJSON struct {
@@ -186,7 +188,7 @@ func (s *Server) listGroupMembers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	env["records"] = append([]membershipJSON{}, recs[lo:hi]...)
-	writeJSON(w, http.StatusOK, env)
+	simfault.WriteJSON(w, http.StatusOK, env)
 }
 
 // addGroupMember adds a member by email. The document does not say what
@@ -216,7 +218,7 @@ func (s *Server) addGroupMember(w http.ResponseWriter, r *http.Request) {
 		m.groups[g.ID] = record{id: s.recordID(), at: s.now().UTC()}
 		s.touch(m)
 	}
-	writeJSON(w, http.StatusCreated, map[string]string{"message": "Member has been added to '" + g.Name + "' access group."})
+	simfault.WriteJSON(w, http.StatusCreated, map[string]string{"message": "Member has been added to '" + g.Name + "' access group."})
 }
 
 func (s *Server) removeGroupMember(w http.ResponseWriter, r *http.Request) {
@@ -237,7 +239,7 @@ func (s *Server) removeGroupMember(w http.ResponseWriter, r *http.Request) {
 	}
 	delete(m.groups, g.ID)
 	s.touch(m)
-	writeJSON(w, http.StatusOK, map[string]string{"message": "Member removed from '" + g.Name + "' access group."})
+	simfault.WriteJSON(w, http.StatusOK, map[string]string{"message": "Member removed from '" + g.Name + "' access group."})
 }
 
 func (s *Server) showGroupMember(w http.ResponseWriter, r *http.Request) {
@@ -257,7 +259,7 @@ func (s *Server) showGroupMember(w http.ResponseWriter, r *http.Request) {
 		missing(w, "access group community member")
 		return
 	}
-	writeJSON(w, http.StatusOK, membershipJSON{ID: rec.id, AccessGroupID: g.ID, CommunityMemberID: m.id, CommunityID: s.opt.CommunityID, CreatedAt: ts(rec.at), UpdatedAt: ts(rec.at)})
+	simfault.WriteJSON(w, http.StatusOK, membershipJSON{ID: rec.id, AccessGroupID: g.ID, CommunityMemberID: m.id, CommunityID: s.opt.CommunityID, CreatedAt: ts(rec.at), UpdatedAt: ts(rec.at)})
 }
 
 func (s *Server) listTags(w http.ResponseWriter, r *http.Request) {
@@ -285,7 +287,7 @@ func (s *Server) listTags(w http.ResponseWriter, r *http.Request) {
 		recs = append(recs, map[string]any{"id": t.ID, "name": t.Name, "is_public": true, "display_format": "label", "tagged_members_count": n, "created_at": ts(t.createdAt), "updated_at": ts(t.createdAt)})
 	}
 	env["records"] = recs
-	writeJSON(w, http.StatusOK, env)
+	simfault.WriteJSON(w, http.StatusOK, env)
 }
 
 func (s *Server) listFields(w http.ResponseWriter, r *http.Request) {
@@ -308,5 +310,5 @@ func (s *Server) listFields(w http.ResponseWriter, r *http.Request) {
 		recs = append(recs, f.json())
 	}
 	env["records"] = recs
-	writeJSON(w, http.StatusOK, env)
+	simfault.WriteJSON(w, http.StatusOK, env)
 }

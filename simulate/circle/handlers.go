@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/launchready/launchready/simulate/internal/simfault"
 )
 
 const timeFormat = "2006-01-02T15:04:05.000Z"
@@ -181,7 +183,7 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request) {
 		recs = append(recs, s.json(m))
 	}
 	env["records"] = recs
-	writeJSON(w, http.StatusOK, env)
+	simfault.WriteJSON(w, http.StatusOK, env)
 }
 
 func (s *Server) searchMember(w http.ResponseWriter, r *http.Request) {
@@ -192,7 +194,7 @@ func (s *Server) searchMember(w http.ResponseWriter, r *http.Request) {
 		missing(w, "community member")
 		return
 	}
-	writeJSON(w, http.StatusOK, s.json(m))
+	simfault.WriteJSON(w, http.StatusOK, s.json(m))
 }
 
 func (s *Server) memberByPath(w http.ResponseWriter, r *http.Request, name string) *member {
@@ -208,7 +210,7 @@ func (s *Server) showMember(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m := s.memberByPath(w, r, "id"); m != nil {
-		writeJSON(w, http.StatusOK, s.json(m))
+		simfault.WriteJSON(w, http.StatusOK, s.json(m))
 	}
 }
 
@@ -258,7 +260,7 @@ func (s *Server) createMember(w http.ResponseWriter, r *http.Request) {
 		s.stats.Invitations++
 		msg = "This user has been invited to the community."
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"message": msg, "community_member": s.json(m)})
+	simfault.WriteJSON(w, http.StatusCreated, map[string]any{"message": msg, "community_member": s.json(m)})
 }
 
 // updateMember sets the name, headline, profile fields ("" clears one) and,
@@ -302,7 +304,7 @@ func (s *Server) updateMember(w http.ResponseWriter, r *http.Request) {
 	}
 	s.setFields(m, req.ProfileFields)
 	s.touch(m)
-	writeJSON(w, http.StatusOK, s.json(m))
+	simfault.WriteJSON(w, http.StatusOK, s.json(m))
 }
 
 func (s *Server) deactivateMember(w http.ResponseWriter, r *http.Request) {
@@ -311,6 +313,6 @@ func (s *Server) deactivateMember(w http.ResponseWriter, r *http.Request) {
 	if m := s.memberByPath(w, r, "id"); m != nil {
 		m.active = false
 		s.touch(m)
-		writeJSON(w, http.StatusOK, map[string]string{"message": "The community member has been removed from the community."})
+		simfault.WriteJSON(w, http.StatusOK, map[string]string{"message": "The community member has been removed from the community."})
 	}
 }

@@ -25,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/launchready/launchready/simulate/internal/simfault"
 )
 
 // Base is the path prefix of the Admin API v2.
@@ -66,7 +68,7 @@ type Options struct {
 type Server struct {
 	opt Options
 	now func() time.Time
-	inj *injector
+	inj *simfault.Injector
 	mux *http.ServeMux
 	log *slog.Logger
 
@@ -78,7 +80,7 @@ type Server struct {
 	fields    []profileField
 	nextID    int64
 	nextRecID int64
-	win       window
+	win       simfault.Window
 	stats     Stats
 	srv       *http.Server
 	baseURL   string
@@ -106,7 +108,7 @@ func New(o Options) *Server {
 		log:     o.Log.With("component", "circlesim"),
 		members: map[int64]*member{}, byEmail: map[string]int64{}, groups: map[int64]*group{}, tags: map[int64]*tagDef{},
 		nextID: firstID(o.FirstID, 30000), nextRecID: 1,
-		win:   window{n: o.Limit, d: o.Window, hits: map[string][]time.Time{}},
+		win:   simfault.NewWindow(o.Limit, o.Window),
 		stats: Stats{Requests: map[string]int{}},
 	}
 	created := s.now().UTC()
@@ -173,10 +175,10 @@ func (s *Server) Close() error {
 }
 
 // SetFaults replaces the injected faults.
-func (s *Server) SetFaults(f Faults) { s.inj.set(f) }
+func (s *Server) SetFaults(f Faults) { s.inj.Set(f) }
 
 // Storm answers every request with 429 for d from now.
-func (s *Server) Storm(d time.Duration) { s.inj.storm(s.now().Add(d)) }
+func (s *Server) Storm(d time.Duration) { s.inj.Storm(s.now().Add(d)) }
 
 // Stats returns a copy of the counters.
 func (s *Server) Stats() Stats {
@@ -226,13 +228,13 @@ func (s *Server) api(pattern string, h http.HandlerFunc) {
 		if !s.authorized(r.Header.Get("Authorization")) {
 			s.stats.Unauthorized++
 			s.mu.Unlock()
-			writeJSON(w, http.StatusUnauthorized, errBody("The API token is invalid.", map[string]any{}))
+			simfault.WriteJSON(w, http.StatusUnauthorized, errBody("The API token is invalid.", map[string]any{}))
 			return
 		}
 		if write {
 			s.stats.Writes++
 		}
-		ok, wait := s.win.admit(clientIP(r), now)
+		ok, wait := s.win.Admit(clientIP(r), now)
 		if !ok {
 			s.stats.Violations++
 			s.stats.Throttled++
@@ -241,7 +243,7 @@ func (s *Server) api(pattern string, h http.HandlerFunc) {
 			return
 		}
 		s.mu.Unlock()
-		f, delay, applyFirst := s.inj.draw(now)
+		f, delay, applyFirst := s.inj.Draw(now)
 		if delay > 0 {
 			t := time.NewTimer(delay)
 			select {
@@ -264,7 +266,7 @@ func (s *Server) api(pattern string, h http.HandlerFunc) {
 			s.tooMany(w, time.Second)
 			return
 		case faultError:
-			writeJSON(w, s.inj.errorStatus(), errBody("Something went wrong. Please try again later.", map[string]any{}))
+			simfault.WriteJSON(w, s.inj.ErrorStatus(), errBody("Something went wrong. Please try again later.", map[string]any{}))
 			return
 		case faultDrop:
 			if applyFirst && write {
@@ -289,7 +291,7 @@ func (s *Server) tooMany(w http.ResponseWriter, wait time.Duration) {
 		secs := int((wait + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
-	writeJSON(w, http.StatusTooManyRequests, errBody("Too many requests. Please try again later.", map[string]any{}))
+	simfault.WriteJSON(w, http.StatusTooManyRequests, errBody("Too many requests. Please try again later.", map[string]any{}))
 }
 
 func clientIP(r *http.Request) string {
@@ -318,11 +320,11 @@ func errBody(msg string, details any) map[string]any {
 
 // missing is the document's 404 answer for a missing record of kind what.
 func missing(w http.ResponseWriter, what string) {
-	writeJSON(w, http.StatusNotFound, errBody("Oops! Missing record. Please try again later.", map[string]string{"message": "Missing record: " + what}))
+	simfault.WriteJSON(w, http.StatusNotFound, errBody("Oops! Missing record. Please try again later.", map[string]string{"message": "Missing record: " + what}))
 }
 
 func unprocessable(w http.ResponseWriter, msg string) {
-	writeJSON(w, http.StatusUnprocessableEntity, errBody(msg, map[string]any{}))
+	simfault.WriteJSON(w, http.StatusUnprocessableEntity, errBody(msg, map[string]any{}))
 }
 
 func normEmail(e string) string { return strings.ToLower(strings.TrimSpace(e)) }

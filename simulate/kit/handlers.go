@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/launchready/launchready/simulate/internal/simfault"
 )
 
 const timeFormat = "2006-01-02T15:04:05Z"
@@ -104,10 +106,12 @@ func decodeBody(r *http.Request, v any) bool {
 	return json.Unmarshal(b, v) == nil
 }
 
-func notFound(w http.ResponseWriter) { writeJSON(w, http.StatusNotFound, errorsBody("Not Found")) }
+func notFound(w http.ResponseWriter) {
+	simfault.WriteJSON(w, http.StatusNotFound, errorsBody("Not Found"))
+}
 
 func unprocessable(w http.ResponseWriter, msg string) {
-	writeJSON(w, http.StatusUnprocessableEntity, errorsBody(msg))
+	simfault.WriteJSON(w, http.StatusUnprocessableEntity, errorsBody(msg))
 }
 
 func pathID(r *http.Request, name string) (int64, bool) {
@@ -151,7 +155,7 @@ func (s *Server) listSubscribers(w http.ResponseWriter, r *http.Request) {
 	for _, id := range ids {
 		out = append(out, s.json(s.subs[id]))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"subscribers": out, "pagination": p})
+	simfault.WriteJSON(w, http.StatusOK, map[string]any{"subscribers": out, "pagination": p})
 }
 
 type upsertRequest struct {
@@ -188,11 +192,11 @@ func (s *Server) upsertSubscriber(w http.ResponseWriter, r *http.Request) {
 			sub.firstName = req.FirstName
 		}
 		s.setFields(sub, req.Fields)
-		writeJSON(w, http.StatusOK, map[string]any{"subscriber": s.json(sub)})
+		simfault.WriteJSON(w, http.StatusOK, map[string]any{"subscriber": s.json(sub)})
 		return
 	}
 	sub := s.create(req.EmailAddress, req.FirstName, state, req.Fields)
-	writeJSON(w, http.StatusCreated, map[string]any{"subscriber": s.json(sub)})
+	simfault.WriteJSON(w, http.StatusCreated, map[string]any{"subscriber": s.json(sub)})
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *subscriber {
@@ -208,7 +212,7 @@ func (s *Server) getSubscriber(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sub := s.lookup(w, r); sub != nil {
-		writeJSON(w, http.StatusOK, map[string]any{"subscriber": s.json(sub)})
+		simfault.WriteJSON(w, http.StatusOK, map[string]any{"subscriber": s.json(sub)})
 	}
 }
 
@@ -248,7 +252,7 @@ func (s *Server) updateSubscriber(w http.ResponseWriter, r *http.Request) {
 		sub.firstName = req.FirstName
 	}
 	s.setFields(sub, req.Fields)
-	writeJSON(w, http.StatusOK, map[string]any{"subscriber": s.json(sub)})
+	simfault.WriteJSON(w, http.StatusOK, map[string]any{"subscriber": s.json(sub)})
 }
 
 func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request) {
@@ -288,7 +292,7 @@ func (s *Server) subscriberTags(w http.ResponseWriter, r *http.Request) {
 	for _, id := range ids {
 		out = append(out, tagJSON{ID: id, Name: s.tags[id].Name, TaggedAt: sub.tags[id].Format(timeFormat)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tags": out, "pagination": p})
+	simfault.WriteJSON(w, http.StatusOK, map[string]any{"tags": out, "pagination": p})
 }
 
 func (s *Server) listTags(w http.ResponseWriter, r *http.Request) {
@@ -309,7 +313,7 @@ func (s *Server) listTags(w http.ResponseWriter, r *http.Request) {
 		t := s.tags[id]
 		out = append(out, tagJSON{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt.Format(timeFormat)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tags": out, "pagination": p})
+	simfault.WriteJSON(w, http.StatusOK, map[string]any{"tags": out, "pagination": p})
 }
 
 // createTag returns the existing tag (200) when the name is taken, as Kit does.
@@ -325,12 +329,12 @@ func (s *Server) createTag(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	for _, t := range s.tags {
 		if strings.EqualFold(t.Name, req.Name) {
-			writeJSON(w, http.StatusOK, map[string]any{"tag": tagJSON{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt.Format(timeFormat)}})
+			simfault.WriteJSON(w, http.StatusOK, map[string]any{"tag": tagJSON{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt.Format(timeFormat)}})
 			return
 		}
 	}
 	t := s.addTag(Tag{Name: strings.TrimSpace(req.Name)})
-	writeJSON(w, http.StatusCreated, map[string]any{"tag": tagJSON{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt.Format(timeFormat)}})
+	simfault.WriteJSON(w, http.StatusCreated, map[string]any{"tag": tagJSON{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt.Format(timeFormat)}})
 }
 
 // tagged answers a tagging: 201 when new, 200 when the subscriber already
@@ -342,7 +346,7 @@ func (s *Server) tagged(w http.ResponseWriter, sub *subscriber, t *Tag) {
 	}
 	out := s.json(sub)
 	out.TaggedAt = sub.tags[t.ID].Format(timeFormat)
-	writeJSON(w, status, map[string]any{"subscriber": out})
+	simfault.WriteJSON(w, status, map[string]any{"subscriber": out})
 }
 
 func (s *Server) tagFor(w http.ResponseWriter, r *http.Request) *Tag {
@@ -452,7 +456,7 @@ func (s *Server) listFields(w http.ResponseWriter, r *http.Request) {
 	for _, id := range ids {
 		out = append(out, byID[id].json())
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"custom_fields": out, "pagination": p})
+	simfault.WriteJSON(w, http.StatusOK, map[string]any{"custom_fields": out, "pagination": p})
 }
 
 func (s *Server) createField(w http.ResponseWriter, r *http.Request) {
@@ -469,5 +473,5 @@ func (s *Server) createField(w http.ResponseWriter, r *http.Request) {
 	if s.hasField(fieldKey(req.Label)) {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, map[string]any{"custom_field": s.addField(req.Label).json()})
+	simfault.WriteJSON(w, status, map[string]any{"custom_field": s.addField(req.Label).json()})
 }

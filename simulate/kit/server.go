@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/launchready/launchready/simulate/internal/simfault"
 )
 
 // Options configures a Server.
@@ -58,7 +60,7 @@ type Options struct {
 type Server struct {
 	opt Options
 	now func() time.Time
-	inj *injector
+	inj *simfault.Injector
 	mux *http.ServeMux
 	log *slog.Logger
 
@@ -70,7 +72,7 @@ type Server struct {
 	nextID   int64
 	nextTag  int64
 	nextFld  int64
-	win      window
+	win      simfault.Window
 	stats    Stats
 	hooks    *webhooks
 	srv      *http.Server
@@ -105,7 +107,7 @@ func New(o Options) *Server {
 		log:  o.Log.With("component", "kitsim"),
 		subs: map[int64]*subscriber{}, byEmail: map[string]int64{}, tags: map[int64]*Tag{},
 		nextID: firstID(o.FirstID, 1000), nextTag: 9000, nextFld: 100,
-		win:   window{n: o.Limit, d: o.Window, hits: map[string][]time.Time{}},
+		win:   simfault.NewWindow(o.Limit, o.Window),
 		stats: Stats{Requests: map[string]int{}},
 	}
 	for _, t := range o.Tags {
@@ -177,10 +179,10 @@ func (s *Server) Close() error {
 }
 
 // SetFaults replaces the injected faults.
-func (s *Server) SetFaults(f Faults) { s.inj.set(f) }
+func (s *Server) SetFaults(f Faults) { s.inj.Set(f) }
 
 // Storm answers every request with 429 for d from now.
-func (s *Server) Storm(d time.Duration) { s.inj.storm(s.now().Add(d)) }
+func (s *Server) Storm(d time.Duration) { s.inj.Storm(s.now().Add(d)) }
 
 // Stats returns a copy of the counters.
 func (s *Server) Stats() Stats {
@@ -227,13 +229,13 @@ func (s *Server) api(pattern string, h http.HandlerFunc) {
 		if key != s.opt.APIKey {
 			s.stats.Unauthorized++
 			s.mu.Unlock()
-			writeJSON(w, http.StatusUnauthorized, errorsBody("The access token is invalid"))
+			simfault.WriteJSON(w, http.StatusUnauthorized, errorsBody("The access token is invalid"))
 			return
 		}
 		if write {
 			s.stats.Writes++
 		}
-		if !s.win.admit(key, now) {
+		if ok, _ := s.win.Admit(key, now); !ok {
 			s.stats.Violations++
 			s.stats.Throttled++
 			s.mu.Unlock()
@@ -241,7 +243,7 @@ func (s *Server) api(pattern string, h http.HandlerFunc) {
 			return
 		}
 		s.mu.Unlock()
-		f, delay, applyFirst := s.inj.draw(now)
+		f, delay, applyFirst := s.inj.Draw(now)
 		if delay > 0 {
 			t := time.NewTimer(delay)
 			select {
@@ -264,7 +266,7 @@ func (s *Server) api(pattern string, h http.HandlerFunc) {
 			retryLater(w)
 			return
 		case faultError:
-			writeJSON(w, s.inj.errorStatus(), errorsBody("Internal server error"))
+			simfault.WriteJSON(w, s.inj.ErrorStatus(), errorsBody("Internal server error"))
 			return
 		case faultDrop:
 			if applyFirst && write {
