@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register("simulate", "run a provider API simulator: simulate circle|kit --addr host:port [fault flags]", runSimulate)
+	register("simulate", "run a provider API simulator (simulate circle|kit --addr host:port [fault flags]) or synthetic traffic (simulate traffic)", runSimulate)
 }
 
 // faultFlags are the fault-injection switches both simulators share; the
@@ -35,8 +35,11 @@ func (f *faultFlags) register(fs *flag.FlagSet) {
 }
 
 func runSimulate(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "traffic" {
+		return runTraffic(ctx, args[1:])
+	}
 	if len(args) == 0 || (args[0] != "kit" && args[0] != "circle") {
-		return errors.New("usage: launchready simulate circle|kit --addr host:port [flags] (-h lists them)")
+		return errors.New("usage: launchready simulate circle|kit --addr host:port [flags], or simulate traffic [flags] (-h lists them)")
 	}
 	which := args[0]
 	var addr string
