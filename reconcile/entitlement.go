@@ -30,8 +30,17 @@ type Verdict struct {
 
 // same reports whether two verdicts grant and show the same thing.
 func (v Verdict) same(o Verdict) bool {
-	return v.Status == o.Status && v.Access == o.Access && v.Plan == o.Plan && eqTime(v.PeriodEnd, o.PeriodEnd) &&
+	return statusOf(v) == statusOf(o) && v.Access == o.Access && v.Plan == o.Plan && eqTime(v.PeriodEnd, o.PeriodEnd) &&
 		eqTime(v.GraceUntil, o.GraceUntil) && v.Flagged == o.Flagged && v.FlagReason == o.FlagReason
+}
+
+// statusOf reads a verdict's status; a customer never evaluated (no billing
+// fact yet) has the zero verdict, whose empty status means none.
+func statusOf(v Verdict) string {
+	if v.Status == "" {
+		return schemas.StatusNone
+	}
+	return v.Status
 }
 
 func eqTime(a, b *time.Time) bool {
