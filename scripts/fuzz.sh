@@ -3,11 +3,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-10s}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 found=0
 while IFS=: read -r file name; do
-  pkg=./$(dirname "$file")
+  pkg=./$(dirname "${file#./}")
   echo "fuzz: $pkg $name ($FUZZTIME)"
-  go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/lr-fuzz.log 2>&1 || { cat /tmp/lr-fuzz.log; exit 1; }
+  if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" >"$log" 2>&1; then
+    # The fuzzing engine sometimes ends a time-boxed run with a bare
+    # "context deadline exceeded" when the time is up while a worker is busy
+    # (a loaded machine): no failing input is written then. A real failure
+    # always writes one under testdata/fuzz and names it.
+    if grep -q "context deadline exceeded" "$log" && ! grep -q "Failing input written" "$log"; then
+      echo "fuzz: $name: time ran out while a worker was busy (no failing input); counted as a pass"
+    else
+      cat "$log"
+      exit 1
+    fi
+  fi
   found=$((found + 1))
 done < <(grep -rHoE --include='*_test.go' '^func (Fuzz[A-Za-z0-9_]+)' . | sed -E 's/func //' | grep -v '/.stack/')
 echo "fuzz: $found targets, no failure"
