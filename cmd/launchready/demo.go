@@ -62,7 +62,8 @@ func runDemo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	demoSettings(cfg)
+	runID := strconv.FormatInt(time.Now().Unix()%1_000_000_000, 36)
+	demoSettings(cfg, runID)
 
 	// The pipeline logs to a file; the terminal gets progress and the report.
 	if err := os.MkdirAll(filepath.Dir(f.logFile), 0o755); err != nil {
@@ -100,7 +101,7 @@ func runDemo(ctx context.Context, args []string) error {
 	cfg.KitBaseURL = strings.TrimRight(kitURL, "/") + "/v4"
 	say("launchready demo: %d customers, %.0f%% duplicate deliveries, out-of-order delivery", f.customers, f.duplicates*100)
 	say("  simulators: Circle %s, Kit %s", cfg.CircleBaseURL, cfg.KitBaseURL)
-	say("  pipeline log: %s", f.logFile)
+	say("  pipeline log: %s; topics: %s*", f.logFile, cfg.TopicPrefix)
 
 	appDB, err := pg.Connect(ctx, cfg.PostgresURL, "app database")
 	if err != nil {
@@ -137,7 +138,6 @@ func runDemo(ctx context.Context, args []string) error {
 	}
 	say("  pipeline: %d stages running, HTTP on %s", len(running), base)
 
-	runID := strconv.FormatInt(time.Now().Unix()%1_000_000_000, 36)
 	prices := map[string]string{}
 	for _, p := range m.Plans {
 		if len(p.Prices) > 0 {
@@ -192,8 +192,13 @@ func runDemo(ctx context.Context, args []string) error {
 }
 
 // demoSettings fills what the demo needs and the user did not set: local
-// secrets for the simulators, a quick Circle poll, the app tables for CDC.
-func demoSettings(cfg *config.Config) {
+// secrets for the simulators, a quick Circle poll, the app tables for CDC,
+// and topics of the run's own (lr.demo<run>.), so each run's report, state
+// and sink backlog are its own on a warm stack.
+func demoSettings(cfg *config.Config, runID string) {
+	if cfg.TopicPrefix == "lr." {
+		cfg.TopicPrefix = "lr.demo" + runID + "."
+	}
 	def := func(s *config.Secret, v string) {
 		if !s.Set() {
 			*s = config.Secret(v)
