@@ -94,6 +94,11 @@ func (r *Redactor) drops(parent []string, key string) bool {
 	if r.dropsName(key) {
 		return true
 	}
+	// A key can carry what a value would (a card number used as a map key):
+	// such a field goes whole, key and value.
+	if suspicious([]byte(key)) && redact.String(key) != key {
+		return true
+	}
 	if len(r.paths) == 0 {
 		return false
 	}
