@@ -60,32 +60,10 @@ func (s Stats) TotalRequests() int {
 	return n
 }
 
-// adminRoutes serves /_sim/: GET stats, GET|POST faults (query parameters
-// throttle, errors, drop, drop_after_apply, slow, delay, storm), POST reset.
+// adminRoutes serves /_sim/ (see simfault.AdminRoutes).
 func (s *Server) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /_sim/stats", func(w http.ResponseWriter, r *http.Request) {
-		simfault.WriteJSON(w, http.StatusOK, s.Stats())
-	})
-	mux.HandleFunc("GET /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
-		simfault.WriteJSON(w, http.StatusOK, s.inj.Get())
-	})
-	mux.HandleFunc("POST /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
-		f, storm, err := simfault.ParseFaults(s.inj.Get(), r)
-		if err == nil {
-			err = f.Validate()
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		s.SetFaults(f)
-		if storm > 0 {
-			s.Storm(storm)
-		}
-		simfault.WriteJSON(w, http.StatusOK, f)
-	})
-	mux.HandleFunc("POST /_sim/reset", func(w http.ResponseWriter, r *http.Request) {
-		s.ResetStats()
-		w.WriteHeader(http.StatusNoContent)
+	simfault.AdminRoutes(mux, simfault.Admin{
+		Stats: func() any { return s.Stats() }, Faults: s.inj,
+		SetFaults: s.SetFaults, Storm: s.Storm, Reset: s.ResetStats,
 	})
 }

@@ -201,3 +201,42 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// Admin is what a simulator's /_sim/ endpoints act on.
+type Admin struct {
+	Stats     func() any
+	Faults    *Injector
+	SetFaults func(Faults)
+	Storm     func(time.Duration)
+	Reset     func()
+}
+
+// AdminRoutes serves /_sim/: GET stats, GET|POST faults (query parameters
+// throttle, errors, drop, drop_after_apply, slow, delay, storm), POST reset.
+func AdminRoutes(mux *http.ServeMux, a Admin) {
+	mux.HandleFunc("GET /_sim/stats", func(w http.ResponseWriter, r *http.Request) {
+		WriteJSON(w, http.StatusOK, a.Stats())
+	})
+	mux.HandleFunc("GET /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
+		WriteJSON(w, http.StatusOK, a.Faults.Get())
+	})
+	mux.HandleFunc("POST /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
+		f, storm, err := ParseFaults(a.Faults.Get(), r)
+		if err == nil {
+			err = f.Validate()
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		a.SetFaults(f)
+		if storm > 0 {
+			a.Storm(storm)
+		}
+		WriteJSON(w, http.StatusOK, f)
+	})
+	mux.HandleFunc("POST /_sim/reset", func(w http.ResponseWriter, r *http.Request) {
+		a.Reset()
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
