@@ -63,6 +63,8 @@ type Reconciler struct {
 	// partitions of each output topic, for sizing produce calls.
 	partitions map[string][]int
 	ready      atomic.Bool
+	// jobs feeds the one writer (see enqueue); nil outside Run.
+	jobs chan *writeJob
 }
 
 type topicNames struct {
@@ -136,13 +138,22 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.recover(ctx); err != nil {
+	// One writer writes every batch, in the order batches were queued: a
+	// failed write stops the stage (wctx) and fails every later batch.
+	wctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	r.jobs = make(chan *writeJob, 2)
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); r.writer(r.jobs, fail) }()
+	defer func() { close(r.jobs); <-writerDone }()
+
+	if err := r.recover(wctx); err != nil {
 		return err
 	}
 	r.ready.Store(true)
 	r.log.InfoContext(ctx, "reconciler ready", "customers", r.state.Len(), "instance", r.instance)
 
-	bg, stop := context.WithCancel(ctx)
+	bg, stop := context.WithCancel(wctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); r.tail(bg, ends) }()
@@ -155,32 +166,74 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		Brokers: r.cfg.KafkaBrokers, GroupID: r.cfg.TopicPrefix + "reconcile", Topics: inputs,
 		MaxBatch: r.maxBatch, MaxWait: 20 * time.Millisecond, Log: r.log,
 	})
-	err = c.Run(ctx, r.handle)
+	// Two batches in flight: the next batch is decoded and applied while the
+	// previous one's records are on their way to the brokers.
+	err = c.RunAsync(wctx, 2, r.handle)
 	stop()
 	wg.Wait()
 	if cerr := c.Close(); err == nil && cerr != nil && ctx.Err() == nil {
 		err = cerr
 	}
+	if cause := context.Cause(wctx); err == nil && ctx.Err() == nil && cause != nil {
+		err = cause // the writer failed
+	}
 	return err
 }
 
-// handle applies one batch and returns once its facts and outputs are
-// acknowledged (the consumer then commits the batch's offsets).
-func (r *Reconciler) handle(ctx context.Context, msgs []kafka.Message) error {
+// handle applies one batch and queues its records; the returned wait blocks
+// until its facts and outputs are acknowledged (the consumer then commits
+// the batch's offsets).
+func (r *Reconciler) handle(ctx context.Context, msgs []kafka.Message) (func() error, error) {
 	start := time.Now()
 	items := r.decodeAll(msgs)
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	b := r.newBatch()
 	for i := range items {
 		b.input(&msgs[i], &items[i])
 	}
-	if err := b.flush(ctx); err != nil {
-		return err
+	wait := b.start(ctx)
+	r.mu.Unlock()
+	return func() error {
+		if err := wait(); err != nil {
+			return err
+		}
+		r.handled.Add(int64(len(msgs)))
+		r.met.batch.Observe(time.Since(start).Seconds())
+		return nil
+	}, nil
+}
+
+// writeJob is one batch queued for the writer.
+type writeJob struct {
+	ctx  context.Context
+	b    *batch
+	done chan error
+}
+
+// enqueue queues b for the writer and returns a wait for its result; callers
+// hold r.mu, so the queue's order is the order state changed in.
+func (r *Reconciler) enqueue(ctx context.Context, b *batch) func() error {
+	j := &writeJob{ctx: ctx, b: b, done: make(chan error, 1)}
+	if r.jobs == nil {
+		j.done <- b.write(ctx)
+	} else {
+		r.jobs <- j
 	}
-	r.handled.Add(int64(len(msgs)))
-	r.met.batch.Observe(time.Since(start).Seconds())
-	return nil
+	return sync.OnceValue(func() error { return <-j.done })
+}
+
+// writer writes queued batches one after another. After a failure it writes
+// nothing more: later batches were computed on top of the failed one.
+func (r *Reconciler) writer(jobs <-chan *writeJob, fail context.CancelCauseFunc) {
+	var err error
+	for j := range jobs {
+		if err == nil {
+			if err = j.b.write(j.ctx); err != nil {
+				fail(err)
+			}
+		}
+		j.done <- err
+	}
 }
 
 // Handled returns the number of input records whose outputs are durable.

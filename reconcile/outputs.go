@@ -42,6 +42,8 @@ type batch struct {
 	pending   map[string]*emitted
 	latencies []time.Time
 	counts    map[[2]string]int
+	// gauges as of settle
+	customers, open int
 }
 
 func (r *Reconciler) newBatch() *batch {
@@ -288,26 +290,22 @@ func (b *batch) emit(topic, key, envelope string, v any) {
 	b.out = append(b.out, m)
 }
 
-// flush diffs the touched customers, writes facts then outputs, and records
-// what was emitted. Facts go first: if the process dies between the two
-// writes, the restarted reconciler rebuilds the facts and re-emits the
-// outputs it finds missing (recover), so no output ever runs ahead of the
-// fact log.
-func (b *batch) flush(ctx context.Context) error {
-	r := b.r
+// flush queues the batch and waits until it is written; callers hold r.mu.
+func (b *batch) flush(ctx context.Context) error { return b.start(ctx)() }
+
+// start diffs the touched customers, records them as emitted and queues the
+// batch on the reconciler's one writer, which writes facts then outputs;
+// the returned wait blocks until they are acknowledged. Callers hold r.mu,
+// so batches are queued, and so written, in the order they were applied.
+// Facts go first: if the process dies between the two writes, the restarted
+// reconciler rebuilds the facts and re-emits the outputs it finds missing
+// (recover), so no output ever runs ahead of the fact log. What is recorded
+// as emitted runs ahead of the writes; if a write fails the reconciler
+// stops, and a new one rebuilds from what is durable.
+func (b *batch) start(ctx context.Context) (wait func() error) {
 	b.prepare()
-	if len(b.facts) > 0 {
-		if err := r.write(ctx, b.facts); err != nil {
-			return fmt.Errorf("reconcile: write fact log: %w", err)
-		}
-	}
-	if len(b.out) > 0 {
-		if err := r.write(ctx, b.out); err != nil {
-			return fmt.Errorf("reconcile: write outputs: %w", err)
-		}
-	}
-	b.commit()
-	return nil
+	b.settle()
+	return b.r.enqueue(ctx, b)
 }
 
 // prepare retires merged ids and diffs every touched customer.
@@ -335,8 +333,9 @@ func (b *batch) prepare() {
 	}
 }
 
-// commit records what was emitted once it is durable.
-func (b *batch) commit() {
+// settle records what the batch emits as emitted, ahead of the write (see
+// start), and snapshots the gauges it will set once written.
+func (b *batch) settle() {
 	r := b.r
 	for id, e := range b.pending {
 		if old := r.emitted[id]; old != nil {
@@ -350,6 +349,13 @@ func (b *batch) commit() {
 			delete(r.grace, id)
 		}
 	}
+	b.customers, b.open = r.state.Len(), r.openCount
+}
+
+// written updates the metrics once the batch is durable; it runs on the
+// writer, without r.mu.
+func (b *batch) written() {
+	r := b.r
 	for k, n := range b.counts {
 		r.met.events.WithLabelValues(k[0], k[1]).Add(float64(n))
 	}
@@ -367,6 +373,23 @@ func (b *batch) commit() {
 	for _, t := range b.latencies {
 		r.met.latency.Observe(now.Sub(t).Seconds())
 	}
-	r.met.customers.Set(float64(r.state.Len()))
-	r.met.open.Set(float64(r.openCount))
+	r.met.customers.Set(float64(b.customers))
+	r.met.open.Set(float64(b.open))
+}
+
+// write writes the batch's facts, then its outputs.
+func (b *batch) write(ctx context.Context) error {
+	r := b.r
+	if len(b.facts) > 0 {
+		if err := r.write(ctx, b.facts); err != nil {
+			return fmt.Errorf("reconcile: write fact log: %w", err)
+		}
+	}
+	if len(b.out) > 0 {
+		if err := r.write(ctx, b.out); err != nil {
+			return fmt.Errorf("reconcile: write outputs: %w", err)
+		}
+	}
+	b.written()
+	return nil
 }

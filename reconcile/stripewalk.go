@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/launchready/launchready/schemas"
 )
@@ -34,8 +35,17 @@ func fold(key []byte, names ...string) string {
 			return n
 		}
 	}
+	// Case-insensitive, as encoding/json matches names. Only a non-ASCII key
+	// can fold to a name of another length (the Kelvin sign is 'k').
+	ascii := true
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
 	for _, n := range names {
-		if bytes.EqualFold(key, []byte(n)) {
+		if (!ascii || len(key) == len(n)) && bytes.EqualFold(key, []byte(n)) {
 			return n
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/launchready/launchready/internal/app"
 	"github.com/launchready/launchready/internal/config"
 	"github.com/launchready/launchready/internal/obs"
 )
@@ -57,6 +58,7 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	app.TuneRuntime()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd.run(ctx, os.Args[2:]); err != nil {

@@ -103,6 +103,91 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	}
 }
 
+// AsyncHandler starts a batch's work and returns a wait function that blocks
+// until the batch's outputs are durable. A non-nil error from either stops
+// the consumer without committing that batch.
+type AsyncHandler func(ctx context.Context, batch []Message) (wait func() error, err error)
+
+// RunAsync is Run with the next batches fetched and handed to h while earlier
+// batches are still completing: up to depth batches are in flight, their
+// waits are called one at a time in fetch order, and each batch's offsets are
+// committed after its wait returned nil. A handler that starts outputs in
+// call order (for example, by queueing them to one writer) keeps them in
+// input order while its CPU work overlaps the previous batch's round trips.
+// It blocks until ctx ends or a handler or wait fails; batches in flight when
+// it fails are not committed and are read again.
+func (c *Consumer) RunAsync(ctx context.Context, depth int, h AsyncHandler) error {
+	if depth < 1 {
+		depth = 1
+	}
+	type inflight struct {
+		batch []Message
+		wait  func() error
+	}
+	fetchCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queue := make(chan inflight, depth-1)
+	failed := make(chan struct{}) // closed when a wait or commit fails
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for f := range queue {
+			if err != nil {
+				continue // drain: nothing after a failure is committed
+			}
+			if err = f.wait(); err == nil {
+				// Commit under its own deadline: a shutdown that arrives
+				// after the outputs were written still records the progress.
+				cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if cerr := c.r.CommitMessages(cctx, f.batch...); cerr != nil {
+					err = fmt.Errorf("commit: %w", cerr)
+				}
+				ccancel()
+			}
+			if err != nil {
+				close(failed)
+				cancel()
+			}
+		}
+		done <- err
+	}()
+	var runErr error
+	for {
+		batch, err := c.fetchBatch(fetchCtx)
+		if err != nil {
+			if fetchCtx.Err() == nil && !errors.Is(err, io.EOF) {
+				runErr = fmt.Errorf("fetch: %w", err)
+			}
+			break
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		wait, err := h(ctx, batch)
+		if err != nil {
+			runErr = err
+			break
+		}
+		select {
+		case queue <- inflight{batch: batch, wait: wait}:
+		case <-failed:
+			// An earlier batch failed: this one is not committed either.
+			go func() { _ = wait() }()
+		}
+		if fetchCtx.Err() != nil {
+			break
+		}
+	}
+	close(queue)
+	if werr := <-done; werr != nil && runErr == nil {
+		runErr = werr
+	}
+	if runErr != nil {
+		return fmt.Errorf("consumer %s: %w", c.opt.GroupID, runErr)
+	}
+	return nil
+}
+
 func (c *Consumer) fetchBatch(ctx context.Context) ([]Message, error) {
 	first, err := c.r.FetchMessage(ctx)
 	if err != nil {
