@@ -108,15 +108,37 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 // the consumer without committing that batch.
 type AsyncHandler func(ctx context.Context, batch []Message) (wait func() error, err error)
 
-// RunAsync is Run with the next batches fetched and handed to h while earlier
-// batches are still completing: up to depth batches are in flight, their
-// waits are called one at a time in fetch order, and each batch's offsets are
-// committed after its wait returned nil. A handler that starts outputs in
-// call order (for example, by queueing them to one writer) keeps them in
-// input order while its CPU work overlaps the previous batch's round trips.
-// It blocks until ctx ends or a handler or wait fails; batches in flight when
-// it fails are not committed and are read again.
+// RunAsync is Run with the next batch fetched and handed to h while earlier
+// batches are still completing (see Pipeline): each batch's offsets are
+// committed once its wait returned nil. A handler that starts outputs in call
+// order (for example, by queueing them to one writer) keeps them in input
+// order while its CPU work overlaps the previous batch's round trips. It
+// blocks until ctx ends or a handler or wait fails; batches in flight when it
+// fails are not committed and are read again.
 func (c *Consumer) RunAsync(ctx context.Context, depth int, h AsyncHandler) error {
+	err := Pipeline(ctx, depth, c.fetchBatch, h, func(batch []Message) error {
+		// Commit under its own deadline: a shutdown that arrives after the
+		// outputs were written still records the progress.
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.r.CommitMessages(cctx, batch...); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", c.opt.GroupID, err)
+	}
+	return nil
+}
+
+// Pipeline takes batches from next and hands each to h while up to depth
+// earlier batches are still completing. Their waits are called one at a time
+// in the order h was called, each followed by done (when not nil). It stops
+// when next fails (io.EOF or ctx's end: a clean stop), or when h, a wait or
+// done fails (returning that error); batches already started are waited for
+// in order before it returns, and none after a failed one reaches done.
+func Pipeline(ctx context.Context, depth int, next func(context.Context) ([]Message, error), h AsyncHandler, done func([]Message) error) error {
 	if depth < 1 {
 		depth = 1
 	}
@@ -127,33 +149,27 @@ func (c *Consumer) RunAsync(ctx context.Context, depth int, h AsyncHandler) erro
 	fetchCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	queue := make(chan inflight, depth-1)
-	failed := make(chan struct{}) // closed when a wait or commit fails
-	done := make(chan error, 1)
+	failed := make(chan struct{}) // closed when a wait or done fails
+	finished := make(chan error, 1)
 	go func() {
 		var err error
 		for f := range queue {
 			if err != nil {
-				continue // drain: nothing after a failure is committed
+				continue // drain: nothing after a failure is done
 			}
-			if err = f.wait(); err == nil {
-				// Commit under its own deadline: a shutdown that arrives
-				// after the outputs were written still records the progress.
-				cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-				if cerr := c.r.CommitMessages(cctx, f.batch...); cerr != nil {
-					err = fmt.Errorf("commit: %w", cerr)
-				}
-				ccancel()
+			if err = f.wait(); err == nil && done != nil {
+				err = done(f.batch)
 			}
 			if err != nil {
 				close(failed)
 				cancel()
 			}
 		}
-		done <- err
+		finished <- err
 	}()
 	var runErr error
 	for {
-		batch, err := c.fetchBatch(fetchCtx)
+		batch, err := next(fetchCtx)
 		if err != nil {
 			if fetchCtx.Err() == nil && !errors.Is(err, io.EOF) {
 				runErr = fmt.Errorf("fetch: %w", err)
@@ -171,7 +187,7 @@ func (c *Consumer) RunAsync(ctx context.Context, depth int, h AsyncHandler) erro
 		select {
 		case queue <- inflight{batch: batch, wait: wait}:
 		case <-failed:
-			// An earlier batch failed: this one is not committed either.
+			// An earlier batch failed: this one is not done either.
 			go func() { _ = wait() }()
 		}
 		if fetchCtx.Err() != nil {
@@ -179,13 +195,10 @@ func (c *Consumer) RunAsync(ctx context.Context, depth int, h AsyncHandler) erro
 		}
 	}
 	close(queue)
-	if werr := <-done; werr != nil && runErr == nil {
+	if werr := <-finished; werr != nil && runErr == nil {
 		runErr = werr
 	}
-	if runErr != nil {
-		return fmt.Errorf("consumer %s: %w", c.opt.GroupID, runErr)
-	}
-	return nil
+	return runErr
 }
 
 func (c *Consumer) fetchBatch(ctx context.Context) ([]Message, error) {

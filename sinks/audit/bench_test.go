@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,7 +28,7 @@ import (
 // provider events (full Stripe, Kit and Circle bodies, redacted on the way
 // in), two CDC changes, two identities, two entitlement states, two
 // decisions, a mismatch and a sink result.
-func benchRecords(b *testing.B, prefix string, n int) []kafka.Message {
+func benchRecords(b testing.TB, prefix string, n int) []kafka.Message {
 	bodies := [][]byte{
 		readProviderFile(b, "payloads/stripe_checkout.session.completed.json"),
 		readProviderFile(b, "payloads/stripe_charge.refunded.json"),
@@ -88,6 +90,10 @@ func benchRecords(b *testing.B, prefix string, n int) []kafka.Message {
 // parallel like the writer: the limit on this machine. Then the whole
 // stage, Kafka to ClickHouse, with consumer group and offset commits.
 func BenchmarkAuditInsert(b *testing.B) {
+	// The binary's runtime settings (its GC target), restored afterwards.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	app.TuneRuntime()
 	h := newHarness(b)
 	ensureTopic(b, h, h.cfg.Topic(schemas.CDCTopic("public", "users")))
 	const records = 200_000
@@ -118,10 +124,19 @@ func BenchmarkAuditInsert(b *testing.B) {
 		var writerTime, insertTime, clientTime time.Duration
 		for round := 0; round < 2; round++ {
 			start := time.Now()
-			for lo := 0; lo < len(msgs); lo += w.opt.MaxBatch {
-				if err := w.handle(ctx, msgs[lo:min(lo+w.opt.MaxBatch, len(msgs))]); err != nil {
-					b.Fatal(err)
+			// The batches go through the consumer's pipeline, as in the
+			// stage: the next is decoded while the previous is inserted.
+			lo := 0
+			next := func(context.Context) ([]kafka.Message, error) {
+				if lo >= len(msgs) {
+					return nil, io.EOF
 				}
+				batch := msgs[lo:min(lo+w.opt.MaxBatch, len(msgs))]
+				lo += len(batch)
+				return batch, nil
+			}
+			if err := kafka.Pipeline(ctx, 1, next, w.handle, nil); err != nil {
+				b.Fatal(err)
 			}
 			if d := time.Since(start); writerTime == 0 || d < writerTime {
 				writerTime = d
@@ -480,6 +495,7 @@ func BenchmarkAuditDecode(b *testing.B) {
 	cpu0 := cpuTime()
 	for it := 0; it < b.N; it++ {
 		bt := &batch{}
+		d.reserve(bt, msgs)
 		for i := range msgs {
 			d.add(bt, &msgs[i])
 		}

@@ -132,8 +132,9 @@ func changedColumns(op string, before, after json.RawMessage) []string {
 	if op != schemas.OpUpdate || len(before) == 0 || len(after) == 0 {
 		return out
 	}
-	var b, a map[string]json.RawMessage
-	if json.Unmarshal(before, &b) != nil || json.Unmarshal(after, &a) != nil {
+	b, okB := topLevel(before)
+	a, okA := topLevel(after)
+	if !okB || !okA {
 		return out
 	}
 	for k, v := range a {
@@ -143,4 +144,22 @@ func changedColumns(op string, before, after json.RawMessage) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// topLevel maps an object's top-level names to their values' JSON text (as
+// encoding/json would into map[string]json.RawMessage, without copying);
+// null is no columns. ok is false when raw is not an object.
+func topLevel(raw []byte) (m map[string][]byte, ok bool) {
+	if string(bytes.TrimSpace(raw)) == "null" {
+		return nil, true
+	}
+	m = map[string][]byte{}
+	err := object(raw, func(s *scanner, key string) (bool, error) {
+		v, err := s.rawField()
+		if err == nil {
+			m[strings.Clone(key)] = v
+		}
+		return true, err
+	})
+	return m, err == nil
 }

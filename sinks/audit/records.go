@@ -69,6 +69,21 @@ func (d *decoder) kindOf(topic string) kind {
 	return kindNone
 }
 
+// reserve sizes b's columns for msgs, so decoding them appends without
+// regrowing: a table gets room for its records, the keys table (one row per
+// further key a record names) room for one row per record.
+func (d *decoder) reserve(b *batch, msgs []kafka.Message) {
+	var n [kindDLQ + 1]int
+	for i := range msgs {
+		n[d.kindOf(msgs[i].Topic)]++
+	}
+	for k, t := range map[kind]table{kindRaw: &b.raw, kindCDC: &b.cdc, kindIdentity: &b.identity, kindEntitlement: &b.entitlements,
+		kindDecision: &b.decisions, kindMismatch: &b.mismatches, kindSink: &b.sinks} {
+		reserveTable(t, n[k])
+	}
+	reserveTable(&b.keys, len(msgs))
+}
+
 // add decodes m into b. A record that cannot be decoded becomes a dlq row of
 // stage "audit" (with its Kafka position), so nothing read is lost silently.
 func (d *decoder) add(b *batch, m *kafka.Message) {

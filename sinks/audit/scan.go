@@ -227,6 +227,13 @@ func (s *scanner) array(write bool, depth int) error {
 func (s *scanner) str() (esc bool, err error) {
 	s.pos++ // opening quote
 	for s.pos < len(s.in) {
+		// Plain characters first, one table lookup each.
+		for s.pos < len(s.in) && plain[s.in[s.pos]] {
+			s.pos++
+		}
+		if s.pos >= len(s.in) {
+			break
+		}
 		c := s.in[s.pos]
 		switch {
 		case c == '"':
@@ -261,6 +268,15 @@ func (s *scanner) str() (esc bool, err error) {
 	}
 	return esc, s.fail("unterminated string")
 }
+
+// plain marks the bytes a string literal holds as they are: not the quote,
+// the backslash or a control character.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
@@ -378,7 +394,7 @@ func decodeString(raw []byte, esc bool) string {
 }
 
 // members reads the object at the scanner's position, calling fn with each
-// field name; fn must read the field's value (skip, or one of the typed
+// field name (a view of the input, valid during the call); fn must read the field's value (skip, or one of the typed
 // readers below). Field names are not pushed on the path.
 func (s *scanner) members(fn func(key string) error) error {
 	s.ws()
@@ -401,7 +417,7 @@ func (s *scanner) members(fn func(key string) error) error {
 		if err != nil {
 			return err
 		}
-		key := decodeString(s.in[start:s.pos], esc)
+		key := keyString(s.in[start:s.pos], esc) // a view: fn clones what it keeps
 		s.ws()
 		if s.pos >= len(s.in) || s.in[s.pos] != ':' {
 			return s.fail("expected ':'")

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -290,13 +291,21 @@ func (b *batch) rows() map[string]int {
 	return out
 }
 
-// merge appends the rows of o to b.
-func (b *batch) merge(o *batch) {
-	mine, theirs := b.tables(), o.tables()
+// merge appends the rows of others to b, growing each column once.
+func (b *batch) merge(others ...*batch) {
+	mine := b.tables()
 	for i := range mine {
-		dst, src := mine[i].columns(), theirs[i].columns()
-		for j := range dst {
-			appendCol(dst[j].ptr, src[j].ptr)
+		n := 0
+		for _, o := range others {
+			n += colLen(o.tables()[i].columns()[0].ptr)
+		}
+		reserveTable(mine[i], n)
+		dst := mine[i].columns()
+		for _, o := range others {
+			src := o.tables()[i].columns()
+			for j := range dst {
+				appendCol(dst[j].ptr, src[j].ptr)
+			}
 		}
 	}
 }
@@ -346,25 +355,53 @@ func colLen(p any) int {
 	return -1
 }
 
-// colValue returns the column's values as the slice itself, for the driver.
-func colValue(p any) any {
+// reserveTable makes room for n more rows in every column of t.
+func reserveTable(t table, n int) {
+	if n <= 0 {
+		return
+	}
+	for _, c := range t.columns() {
+		switch v := c.ptr.(type) {
+		case *[]string:
+			*v = slices.Grow(*v, n)
+		case *[]int64:
+			*v = slices.Grow(*v, n)
+		case *[]int32:
+			*v = slices.Grow(*v, n)
+		case *[]uint32:
+			*v = slices.Grow(*v, n)
+		case *[]uint8:
+			*v = slices.Grow(*v, n)
+		case *[]float64:
+			*v = slices.Grow(*v, n)
+		case *[]time.Time:
+			*v = slices.Grow(*v, n)
+		case *[][]string:
+			*v = slices.Grow(*v, n)
+		}
+	}
+}
+
+// colSlice returns rows [lo, hi) of the column, sharing its memory, for the
+// driver.
+func colSlice(p any, lo, hi int) any {
 	switch v := p.(type) {
 	case *[]string:
-		return *v
+		return (*v)[lo:hi]
 	case *[]int64:
-		return *v
+		return (*v)[lo:hi]
 	case *[]int32:
-		return *v
+		return (*v)[lo:hi]
 	case *[]uint32:
-		return *v
+		return (*v)[lo:hi]
 	case *[]uint8:
-		return *v
+		return (*v)[lo:hi]
 	case *[]float64:
-		return *v
+		return (*v)[lo:hi]
 	case *[]time.Time:
-		return *v
+		return (*v)[lo:hi]
 	case *[][]string:
-		return *v
+		return (*v)[lo:hi]
 	}
 	return nil
 }
@@ -405,6 +442,9 @@ func insert(ctx context.Context, conn Inserter, db string, b *batch) error {
 	return errors.Join(errs...)
 }
 
+// blockRows is the most rows insertTable sends as one native block.
+const blockRows = 16384
+
 func insertTable(ctx context.Context, conn Inserter, db, name string, cols []column) error {
 	names := make([]string, len(cols))
 	for i, c := range cols {
@@ -416,10 +456,24 @@ func insertTable(ctx context.Context, conn Inserter, db, name string, cols []col
 	if err != nil {
 		return fmt.Errorf("insert into %s: %w", name, err)
 	}
-	for i, c := range cols {
-		if err := b.Column(i).Append(colValue(c.ptr)); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("insert into %s: column %s: %w", name, c.name, err)
+	// The rows go as blocks of blockRows within the one INSERT: the driver
+	// encodes a block into buffers it reuses, where one block of the whole
+	// batch would grow them by copying, and the server squashes the blocks
+	// into one part per partition (min_insert_block_size_rows).
+	n := colLen(cols[0].ptr)
+	for lo := 0; lo < n; lo += blockRows {
+		hi := min(lo+blockRows, n)
+		for i, c := range cols {
+			if err := b.Column(i).Append(colSlice(c.ptr, lo, hi)); err != nil {
+				_ = b.Abort()
+				return fmt.Errorf("insert into %s: column %s: %w", name, c.name, err)
+			}
+		}
+		if hi < n {
+			if err := b.Flush(); err != nil {
+				_ = b.Abort()
+				return fmt.Errorf("insert into %s: %w", name, err)
+			}
 		}
 	}
 	if err := b.Send(); err != nil {

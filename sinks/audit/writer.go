@@ -274,7 +274,8 @@ func (w *Writer) consume(ctx context.Context) error {
 			MaxWait:  w.opt.MaxWait,
 			Log:      w.log,
 		})
-		err = c.Run(cctx, w.handle)
+		// The next batch is decoded while the previous one is inserted.
+		err = c.RunAsync(cctx, 1, w.handle)
 		changed := cctx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if cerr := c.Close(); cerr != nil && err == nil && !changed {
@@ -296,13 +297,20 @@ func (w *Writer) consume(ctx context.Context) error {
 	return nil
 }
 
-// handle stores one batch and returns once ClickHouse acknowledged all of
-// it; the consumer then commits its offsets. While ClickHouse fails it
-// retries with backoff and does not return, so nothing more is consumed and
-// nothing is acknowledged; it gives up only when ctx ends (the batch is then
-// read again after restart).
-func (w *Writer) handle(ctx context.Context, msgs []kafka.Message) error {
+// handle decodes one batch and returns the wait that stores it; the consumer
+// calls the waits one at a time, in order, and commits a batch's offsets once
+// its wait returned.
+func (w *Writer) handle(ctx context.Context, msgs []kafka.Message) (func() error, error) {
 	b := w.build(msgs)
+	return func() error { return w.store(ctx, msgs, b) }, nil
+}
+
+// store inserts a decoded batch and returns once ClickHouse acknowledged all
+// of it. While ClickHouse fails it retries with backoff and does not return,
+// so nothing more is consumed (at most one more batch is decoded) and nothing
+// is acknowledged; it gives up only when ctx ends (the batch is then read
+// again after restart).
+func (w *Writer) store(ctx context.Context, msgs []kafka.Message, b *batch) error {
 	w.mu.Lock()
 	conn := w.conn
 	w.mu.Unlock()
@@ -356,6 +364,7 @@ func (w *Writer) build(msgs []kafka.Message) *batch {
 	workers := runtime.GOMAXPROCS(0)
 	if len(msgs) < 2000 || workers < 2 {
 		b := &batch{}
+		w.dec.reserve(b, msgs)
 		for i := range msgs {
 			w.dec.add(b, &msgs[i])
 		}
@@ -370,15 +379,14 @@ func (w *Writer) build(msgs []kafka.Message) *batch {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			w.dec.reserve(parts[p], msgs[lo:hi])
 			for i := lo; i < hi; i++ {
 				w.dec.add(parts[p], &msgs[i])
 			}
 		}()
 	}
 	wg.Wait()
-	for _, p := range parts[1:] {
-		parts[0].merge(p)
-	}
+	parts[0].merge(parts[1:]...)
 	return parts[0]
 }
 
