@@ -309,6 +309,7 @@ func TestSecurity(t *testing.T) {
 
 	ev := stripe.InvoicePaid(stripe.Params{CustomerID: "cus_sec" + p.runID, Email: "sec@example.com"})
 	secret := p.secrets["LR_STRIPE_WEBHOOK_SECRET"]
+	refusedSince := time.Now().Add(-time.Second).Truncate(time.Second)
 	for name, sig := range map[string]string{
 		"unsigned":      "",
 		"wrong secret":  stripe.Sign("whsec_not_the_secret_at_all", ev.Body, time.Now()),
@@ -323,6 +324,21 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("%s webhook: %d, want 401", name, r.StatusCode)
 		}
 	}
+	// The refusals reach the audit trail, counted by reason.
+	ch := p.clickhouse(t)
+	eventually(t, 30*time.Second, "the refused webhooks in audit stats", func() (bool, string) {
+		res, err := audit.Stats(context.Background(), ch, p.cfg.ClickHouseDatabase, audit.StatsQuery{Since: refusedSince})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, pr := range res.Providers {
+			if pr.Provider == "stripe" {
+				got := fmt.Sprint(pr.RejectedByReason)
+				return got == "map[missing_signature:1 signature_mismatch:2 stale_timestamp:1]", got
+			}
+		}
+		return false, "no stripe row"
+	})
 
 	log, err := os.ReadFile(p.logPath)
 	if err != nil {

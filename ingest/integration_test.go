@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -88,6 +89,34 @@ func readRaw(t testing.TB, cfg *config.Config, provider string) []rawRecord {
 			return nil
 		})
 		return out, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readRejections sums lr.ingest.rejections by provider/reason/status, and
+// checks no record carries a body or a signature.
+func readRejections(t testing.TB, cfg *config.Config) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	_, err := retry(func(ctx context.Context) (struct{}, error) {
+		clear(out)
+		return struct{}{}, kafka.ReadToEnd(ctx, cfg.KafkaBrokers, cfg.Topic("ingest.rejections"), func(m kafka.Message) error {
+			if strings.Contains(string(m.Value), "invoice") || strings.Contains(string(m.Value), "v1=") {
+				t.Errorf("a rejection record carries the delivery: %s", m.Value)
+			}
+			var r schemas.Rejection
+			if err := json.Unmarshal(m.Value, &r); err != nil {
+				return err
+			}
+			if r.RecordID == "" || len(r.RequestIDs) == 0 || r.FirstAt.IsZero() || r.LastAt.Before(r.FirstAt) {
+				t.Errorf("rejection record %s", m.Value)
+			}
+			out[fmt.Sprintf("%s/%s/%d", r.Provider, r.Reason, r.HTTPStatus)] += r.Count
+			return nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +221,10 @@ func TestRejectedEventsNeverReachTheTopic(t *testing.T) {
 	t.Parallel()
 	cfg, pool := testenv.Migrated(t)
 	s := newStack(t, withSecrets(cfg), pool)
+	s.rcv.refusedEvery = 50 * time.Millisecond
+	ctx, stop := context.WithCancel(context.Background())
+	running := make(chan error, 1)
+	go func() { running <- s.rcv.Run(ctx) }()
 	e := stripe.InvoicePaymentFailed(stripe.Params{})
 	tampered := []byte(strings.Replace(string(e.Body), `"open"`, `"paid"`, 1))
 	bad := []struct {
@@ -211,6 +244,21 @@ func TestRejectedEventsNeverReachTheTopic(t *testing.T) {
 	}
 	if n := topicCount(t, cfg, "stripe"); n != 0 {
 		t.Fatalf("%d records stored from rejected requests", n)
+	}
+	// They are counted, without their bodies, in lr.ingest.rejections.
+	want := map[string]int64{"stripe/signature_mismatch/401": 2, "stripe/stale_timestamp/401": 1, "stripe/missing_signature/401": 1}
+	var got map[string]int64
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = readRejections(t, cfg); fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rejection counts %v, want %v", got, want)
+	}
+	stop()
+	if err := <-running; err != nil {
+		t.Fatal(err)
 	}
 	// The same event, properly signed, is the one and only record.
 	if code, _, a := post(t, s.srv.Client(), s.url("stripe"), e.Body, signedStripe(e.Body)); code != http.StatusOK {

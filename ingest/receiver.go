@@ -45,6 +45,9 @@ type Receiver struct {
 	pruneEvery time.Duration
 	now        func() time.Time
 	rejections *sampler
+	// refused counts refused deliveries into lr.ingest.rejections.
+	refused      *rejectionLog
+	refusedEvery time.Duration
 }
 
 // Option adjusts a Receiver.
@@ -96,18 +99,20 @@ func New(env *app.Env, producer *kafka.Producer, statePool *pgxpool.Pool, opts .
 
 func newReceiver(cfg *config.Config, log *slog.Logger, w writer, d dedupStore, opts ...Option) *Receiver {
 	r := &Receiver{
-		cfg:        cfg,
-		log:        log,
-		store:      newStore(w, d, cfg.Topic, log, 5*time.Second),
-		stripe:     newHMACVerifier(splitSecrets(cfg.StripeWebhookSecret.Reveal()), cfg.WebhookTolerance),
-		kit:        newHMACVerifier(splitSecrets(cfg.KitWebhookSecret.Reveal()), cfg.WebhookTolerance),
-		circle:     newSecretVerifier(splitSecrets(cfg.CirclePushSecret.Reveal())),
-		maxBody:    cfg.WebhookMaxBody,
-		legacyKit:  cfg.KitLegacyWebhooks,
-		retryAfter: 5 * time.Second,
-		pruneEvery: 10 * time.Minute,
-		now:        time.Now,
-		rejections: &sampler{every: time.Second, last: map[string]time.Time{}, dropped: map[string]int{}},
+		cfg:          cfg,
+		log:          log,
+		store:        newStore(w, d, cfg.Topic, log, 5*time.Second),
+		stripe:       newHMACVerifier(splitSecrets(cfg.StripeWebhookSecret.Reveal()), cfg.WebhookTolerance),
+		kit:          newHMACVerifier(splitSecrets(cfg.KitWebhookSecret.Reveal()), cfg.WebhookTolerance),
+		circle:       newSecretVerifier(splitSecrets(cfg.CirclePushSecret.Reveal())),
+		maxBody:      cfg.WebhookMaxBody,
+		legacyKit:    cfg.KitLegacyWebhooks,
+		retryAfter:   5 * time.Second,
+		pruneEvery:   10 * time.Minute,
+		now:          time.Now,
+		rejections:   &sampler{every: time.Second, last: map[string]time.Time{}, dropped: map[string]int{}},
+		refused:      newRejectionLog(w, cfg.Topic("ingest.rejections"), log),
+		refusedEvery: time.Second,
 	}
 	if dd, ok := d.(*Dedup); ok {
 		r.dedup = dd
@@ -134,11 +139,15 @@ func (r *Receiver) Name() string { return "ingest" }
 // Backfill in the same process.
 func (r *Receiver) Dedup() *Dedup { return r.dedup }
 
-// Run prunes the dedup window every ten minutes until ctx ends, then
-// flushes the sightings still being recorded (see Flush). The HTTP server
-// that serves the routes is run by the caller (obs.Serve), whose shutdown
-// lets in-flight requests finish their Kafka writes. Blocks.
+// Run writes the counts of refused deliveries every second and prunes the
+// dedup window every ten minutes until ctx ends, then flushes the sightings
+// still being recorded (see Flush) and the last counts. The HTTP server that
+// serves the routes is run by the caller (obs.Serve), whose shutdown lets
+// in-flight requests finish their Kafka writes. Blocks.
 func (r *Receiver) Run(ctx context.Context) error {
+	refusedDone := make(chan struct{})
+	go func() { defer close(refusedDone); r.refused.run(ctx, r.refusedEvery) }()
+	defer func() { <-refusedDone }()
 	t := time.NewTimer(time.Minute)
 	defer t.Stop()
 	for {
@@ -301,6 +310,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request, provider, sou
 	dups, err := r.store.put(req.Context(), evs)
 	if err != nil {
 		mUnavailable.WithLabelValues(provider).Inc()
+		r.refused.note(provider, "unavailable", http.StatusServiceUnavailable, id, now)
 		if ok, dropped := r.rejections.allow(provider+"/unavailable", now); ok {
 			r.log.WarnContext(req.Context(), "kafka did not acknowledge; answering 503", "provider", provider, "request_id", id, "events", len(evs), "err", err, "suppressed", dropped)
 		}
@@ -314,11 +324,13 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request, provider, sou
 	return http.StatusOK
 }
 
-// reject answers a small JSON error and logs the reason (sampled: at most
-// one line per provider and reason a second, with the count of the rest).
-// Neither carries the body or any header.
+// reject answers a small JSON error, counts the refusal for the audit trail
+// and logs the reason (sampled: at most one line per provider and reason a
+// second, with the count of the rest). None of them carries the body or any
+// header.
 func (r *Receiver) reject(w http.ResponseWriter, req *http.Request, provider, id string, code int, reason, msg string) int {
 	mRejected.WithLabelValues(provider, reason).Inc()
+	r.refused.note(provider, reason, code, id, r.now())
 	if ok, dropped := r.rejections.allow(provider+"/"+reason, r.now()); ok {
 		level := slog.LevelInfo
 		if code == http.StatusUnauthorized || code == http.StatusServiceUnavailable {

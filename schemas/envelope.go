@@ -14,6 +14,7 @@ const (
 	RawVersion         = 1
 	CDCVersion         = 1
 	EntitlementVersion = 1
+	RejectionVersion   = 1
 )
 
 // HeaderEnvelope is the Kafka header naming a record's envelope kind and
@@ -259,3 +260,28 @@ type DeadLetter struct {
 	Record json.RawMessage `json:"record,omitempty"`
 	At     time.Time       `json:"at"`
 }
+
+// Rejection counts webhook deliveries ingest refused or could not store, in
+// lr.ingest.rejections: one record per provider, reason and HTTP status for
+// each interval (about a second) in which any arrived, so a flood of bad
+// requests makes a handful of records. The deliveries' bodies and headers
+// are not kept: they are unverified. RecordID is unique per record; a record
+// written twice (a retry after an unclear failure) has the same RecordID, and
+// the audit counts it once.
+type Rejection struct {
+	V          int       `json:"v"`
+	RecordID   string    `json:"record_id"`
+	Provider   string    `json:"provider"`
+	Reason     string    `json:"reason"` // bad_signature, stale_timestamp, too_large, malformed, unavailable, …
+	HTTPStatus int       `json:"http_status"`
+	Count      int64     `json:"count"`
+	FirstAt    time.Time `json:"first_at"`
+	LastAt     time.Time `json:"last_at"`
+	// RequestIDs are the first few deliveries' request ids (the same id is in
+	// the answer and in ingest's log line), at most MaxRejectionRequestIDs.
+	RequestIDs []string `json:"request_ids,omitempty"`
+	Instance   string   `json:"instance"`
+}
+
+// MaxRejectionRequestIDs bounds Rejection.RequestIDs.
+const MaxRejectionRequestIDs = 10

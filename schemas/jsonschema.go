@@ -19,6 +19,7 @@ var Documents = map[string]any{
 	"mismatch":    Mismatch{},
 	"sink_result": SinkResult{},
 	"dead_letter": DeadLetter{},
+	"rejection":   Rejection{},
 }
 
 // JSONSchema returns the JSON Schema (draft 2020-12) of v's type: every field

@@ -26,6 +26,8 @@ var Topics = []Topic{
 	{Name: "mismatches", Compact: true, Envelope: "Mismatch"},
 	{Name: "sink.results", Retention: 30 * 24 * time.Hour, Envelope: "SinkResult"},
 	{Name: "dlq", Retention: 90 * 24 * time.Hour, Envelope: "DeadLetter"},
+	// Counts of webhook deliveries ingest refused (their bodies are not kept).
+	{Name: "ingest.rejections", Retention: 30 * 24 * time.Hour, Envelope: "Rejection"},
 	// The reconciler's own state: provider event ids it has applied, keyed by
 	// dedup key, so duplicates are recognised across restarts.
 	{Name: "reconcile.seen", Compact: true, Envelope: "SeenEvent"},

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -79,8 +78,8 @@ func runAlerts(ctx context.Context, args []string) error {
 	} else {
 		log.WarnContext(ctx, "replication slot lag is not watched", "err", err)
 	}
-	if u := metricsURL(th.MetricsURL, cfg.HTTPAddr); u != "" {
-		src.Rejected = alerts.NewMetricsScraper(u)
+	if th.MetricsURL != "" && th.MetricsURL != "off" {
+		src.Rejected = alerts.NewMetricsScraper(th.MetricsURL)
 	}
 	if cfg.AlertWebhookURL == "" {
 		log.WarnContext(ctx, "LR_ALERT_WEBHOOK_URL is empty: transitions are only logged")
@@ -117,23 +116,4 @@ func runAlerts(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
-}
-
-// metricsURL is LR_ALERT_METRICS_URL, or the pipeline's /metrics on
-// LR_HTTP_ADDR (a wildcard host becomes loopback); "off" disables it.
-func metricsURL(setting, httpAddr string) string {
-	switch setting {
-	case "off":
-		return ""
-	case "":
-		host, port, err := net.SplitHostPort(httpAddr)
-		if err != nil {
-			return ""
-		}
-		if host == "" || host == "0.0.0.0" || host == "::" {
-			host = "127.0.0.1"
-		}
-		return "http://" + net.JoinHostPort(host, port) + "/metrics"
-	}
-	return setting
 }

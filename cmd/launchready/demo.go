@@ -35,6 +35,7 @@ func init() {
 type demoFlags struct {
 	customers  int
 	duplicates float64
+	forged     float64
 	timeout    time.Duration
 	logFile    string
 	stay       bool
@@ -47,6 +48,7 @@ func runDemo(ctx context.Context, args []string) error {
 	cfg, _, err := loadConfig("demo", args, config.NeedKafka|config.NeedPostgres|config.NeedStatePostgres|config.NeedClickHouse|config.NeedHTTP, func(fs *flag.FlagSet) {
 		fs.IntVar(&f.customers, "customers", 200, "synthetic customers to play")
 		fs.Float64Var(&f.duplicates, "duplicates", 0.15, "fraction of Stripe events delivered twice")
+		fs.Float64Var(&f.forged, "forged", 0.03, "fraction of Stripe events also sent once with a wrong signature")
 		fs.DurationVar(&f.timeout, "timeout", 4*time.Minute, "how long to wait for the pipeline to converge")
 		fs.StringVar(&f.logFile, "log-file", filepath.Join(".stack", "demo.log"), "where the pipeline's own log lines go")
 		fs.DurationVar(&f.sinkWait, "sink-wait", 3*time.Minute, "how long to wait for the sinks to push every change to Circle and Kit")
@@ -152,7 +154,7 @@ func runDemo(ctx context.Context, args []string) error {
 	start := time.Now()
 	rep, err := traffic.Drive(ctx, traffic.Options{
 		WebhookBase: base, StripeSecret: cfg.StripeWebhookSecret.Reveal(), App: appDB, Kit: kit, Circle: circle,
-		LeadTags: leadTags, Duplicates: f.duplicates, OutOfOrder: true, Seed: f.seed, Log: log,
+		LeadTags: leadTags, Duplicates: f.duplicates, Forged: f.forged, OutOfOrder: true, Seed: f.seed, Log: log,
 		Progress: progress(out, "traffic", f.customers),
 	}, customers)
 	if err != nil {
@@ -318,10 +320,24 @@ func printReport(ctx context.Context, w io.Writer, d *deps, cfg *config.Config, 
 	p("entitlements by status    %s", strings.Join(parts, ", "))
 	p("webhooks sent             %d (%d duplicate deliveries, %d retries after 5xx), p50 %.1f ms, p95 %.1f ms",
 		rep.Webhooks, rep.Duplicates, rep.Retries, rep.P50MS, rep.P95MS)
+	p("forged deliveries         %d sent with a wrong signature, %d refused (401)", rep.Forged, rep.ForgedRefused)
 	stats, err := audit.Stats(ctx, d.ch, cfg.ClickHouseDatabase, audit.StatsQuery{Since: started})
 	if err != nil {
 		p("audit stats               unavailable: %v", err)
 	} else {
+		// Every refusal ingest answered is in the audit trail: the forged
+		// deliveries and the non-2xx answers the providers retried after.
+		answered := rep.ForgedRefused
+		for code, n := range rep.Rejected {
+			if code >= 400 {
+				answered += n
+			}
+		}
+		var audited int64
+		for _, pr := range stats.Providers {
+			audited += pr.Rejected
+		}
+		p("refusals in the audit     %d of the %d refusals ingest answered", audited, answered)
 		_ = audit.WriteStats(w, stats)
 	}
 	ks, cs := kit.Stats(), circle.Stats()

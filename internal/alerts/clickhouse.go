@@ -53,10 +53,12 @@ func in(vs []string) (string, []any) {
 }
 
 // Deliveries are one provider's webhook deliveries in a window: Webhooks
-// stored by ingest (webhook and push sources), DeadLetters of its raw topic
+// stored by ingest (webhook and push sources), Refused by ingest (answered
+// 4xx or 503; counted in rejected_webhooks), DeadLetters of its raw topic
 // that a later stage could not handle.
 type Deliveries struct {
 	Webhooks    int64
+	Refused     int64
 	DeadLetters int64
 }
 
@@ -84,6 +86,20 @@ func WebhookDeliveries(ctx context.Context, q Querier, db, prefix string, since,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webhook deliveries: %w", err)
+	}
+	err = each(ctx, q, `SELECT p, sum(n) FROM (
+		SELECT record_id, any(provider) AS p, any(count) AS n FROM `+db+`.rejected_webhooks
+		WHERE `+w+` GROUP BY record_id) GROUP BY p`, args, func(r driver.Rows) error {
+		var p string
+		var n int64
+		if err := r.Scan(&p, &n); err != nil {
+			return err
+		}
+		get(p).Refused = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("refused deliveries: %w", err)
 	}
 	err = each(ctx, q, `SELECT st, count() FROM (
 		SELECT record_id, any(source_topic) AS st FROM `+db+`.dlq

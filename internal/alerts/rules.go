@@ -70,11 +70,20 @@ func (e *Evaluator) webhookFailures(ctx context.Context, now time.Time) ([]Sampl
 	if err != nil {
 		return nil, err
 	}
+	// Refused deliveries come from the audit trail, unless a metrics
+	// source is configured instead.
 	var failed, received map[string]int64
 	if e.src.Rejected != nil {
 		if failed, received, err = e.src.Rejected.Failed(ctx, now, th.WebhookFailureWindow); err != nil {
 			// Refused deliveries are unknown this time; dead letters still count.
 			e.log.WarnContext(ctx, "refused webhook counts unavailable", "err", err)
+		}
+	} else {
+		failed = map[string]int64{}
+		for p, x := range d {
+			if x.Refused > 0 {
+				failed[p] = x.Refused
+			}
 		}
 	}
 	providers := map[string]bool{}

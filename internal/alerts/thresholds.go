@@ -53,10 +53,10 @@ type Thresholds struct {
 	Silence         time.Duration `env:"LR_ALERT_SILENCE" default:"24h" help:"no event at all from a provider for this long fires"`
 	SilenceLookback time.Duration `env:"LR_ALERT_SILENCE_LOOKBACK" default:"720h" help:"a provider counts as in use when it sent an event within this window"`
 
-	// MetricsURL is the pipeline's /metrics, read for refused webhook
-	// deliveries (they never reach the audit trail). Empty: derived from
-	// LR_HTTP_ADDR; "off": not read.
-	MetricsURL string `env:"LR_ALERT_METRICS_URL" default:"" help:"the pipeline's /metrics for refused webhook counts; empty: from LR_HTTP_ADDR; off: not read"`
+	// MetricsURL, when set, is an ingest process's /metrics, read for refused
+	// webhook deliveries instead of the audit trail's rejected_webhooks
+	// (which counts every ingest instance and survives restarts).
+	MetricsURL string `env:"LR_ALERT_METRICS_URL" default:"" help:"an ingest /metrics to read refused webhook counts from; empty: the audit trail's rejected_webhooks table"`
 }
 
 // ThresholdSetting describes one field of Thresholds, for the README.

@@ -61,6 +61,10 @@ type Options struct {
 	Duplicates float64
 	// OutOfOrder delivers each customer's events in a random order.
 	OutOfOrder bool
+	// Forged is the fraction of Stripe events also sent once with a wrong
+	// signature (a misconfigured secret, a probe): ingest must refuse them,
+	// and the audit trail must count them.
+	Forged float64
 	// Concurrency is how many customers live at once (default 16).
 	Concurrency int
 	Seed        uint64
@@ -77,18 +81,24 @@ type Report struct {
 	// Retries are re-deliveries after a non-2xx answer, as a provider retries.
 	Retries int `json:"retries_after_error"`
 	// Failed are deliveries still not accepted after every retry.
-	Failed     int           `json:"failed"`
-	Rejected   map[int]int   `json:"answers_not_2xx"`
-	P50, P95   time.Duration `json:"-"`
-	P50MS      float64       `json:"p50_ms"`
-	P95MS      float64       `json:"p95_ms"`
-	Elapsed    time.Duration `json:"-"`
-	latencies  []time.Duration
-	mu         sync.Mutex
-	webhooks   atomic.Int64
-	duplicates atomic.Int64
-	retries    atomic.Int64
-	failed     atomic.Int64
+	Failed int `json:"failed"`
+	// Forged are the deliveries sent with a wrong signature; ForgedRefused
+	// those ingest answered 401.
+	Forged        int           `json:"forged_sent"`
+	ForgedRefused int           `json:"forged_refused"`
+	Rejected      map[int]int   `json:"answers_not_2xx"`
+	P50, P95      time.Duration `json:"-"`
+	P50MS         float64       `json:"p50_ms"`
+	P95MS         float64       `json:"p95_ms"`
+	Elapsed       time.Duration `json:"-"`
+	latencies     []time.Duration
+	mu            sync.Mutex
+	webhooks      atomic.Int64
+	duplicates    atomic.Int64
+	retries       atomic.Int64
+	failed        atomic.Int64
+	forged        atomic.Int64
+	refused       atomic.Int64
 }
 
 // Drive plays every customer's life against the running pipeline and the
@@ -142,6 +152,7 @@ func Drive(ctx context.Context, o Options, customers []*Customer) (*Report, erro
 	}
 	rep.Webhooks, rep.Duplicates = int(rep.webhooks.Load()), int(rep.duplicates.Load())
 	rep.Retries, rep.Failed = int(rep.retries.Load()), int(rep.failed.Load())
+	rep.Forged, rep.ForgedRefused = int(rep.forged.Load()), int(rep.refused.Load())
 	rep.Elapsed = time.Since(start)
 	sort.Slice(rep.latencies, func(i, j int) bool { return rep.latencies[i] < rep.latencies[j] })
 	rep.P50, rep.P95 = pct(rep.latencies, 0.50), pct(rep.latencies, 0.95)
@@ -194,9 +205,39 @@ func live(ctx context.Context, o Options, client *http.Client, rng *rand.Rand, r
 		rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
 	}
 	for _, e := range events {
+		if rng.Float64() < o.Forged {
+			if err := forge(ctx, o, client, rep, e); err != nil {
+				return err
+			}
+		}
 		if err := deliver(ctx, o, client, rep, e); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// forge sends e once signed with a secret that is not the endpoint's; ingest
+// must answer 401 and store nothing. It is not retried.
+func forge(ctx context.Context, o Options, client *http.Client, rep *Report, e stripe.Event) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.WebhookBase+"/webhooks/stripe", bytes.NewReader(e.Body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Stripe-Signature", stripe.Sign("whsec_forged_"+o.StripeSecret, e.Body, time.Now()))
+	rep.forged.Add(1)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil // a lost forgery is not the pipeline's failure
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		rep.refused.Add(1)
+	case http.StatusOK:
+		return fmt.Errorf("a delivery with a forged signature was accepted (%s)", e.ID)
 	}
 	return nil
 }

@@ -83,6 +83,11 @@ func (s *script) sink(cid, provider, action, target, status string, http, attemp
 	s.h.produce("sink.results", cid, "sink/1", r, s.at(d))
 }
 
+func (s *script) rejection(id, provider, reason string, status int, count int64, d time.Duration) {
+	s.h.produce("ingest.rejections", provider, "rejection/1", schemas.Rejection{V: 1, RecordID: id, Provider: provider, Reason: reason,
+		HTTPStatus: status, Count: count, FirstAt: s.at(d - time.Second), LastAt: s.at(d), RequestIDs: []string{"req_" + id}, Instance: "ingest-1"}, s.at(d))
+}
+
 // play writes the whole history; it returns the records written per table.
 func (s *script) play(t *testing.T) map[string]int {
 	sec := time.Second
@@ -128,7 +133,15 @@ func (s *script) play(t *testing.T) map[string]int {
 		Reason: "kit answered 422", Record: json.RawMessage(`{"customer_id":"c_bob","card":{"last4":"4242"}}`), At: s.at(14 * sec)}, s.at(14*sec))
 	s.raw("stripe", "evt_guest", "charge.succeeded", "", []byte(`{"data":{"object":{"object":"charge","billing_details":{"email":"guest@example.org","name":"G"}}}}`), 20*sec, false)
 
-	return map[string]int{"raw_events": 7, "identity_links": 3, "decisions": 2, "entitlements": 3, "mismatches": 3, "sink_actions": 4, "cdc_changes": 1, "dlq": 1}
+	// Refused deliveries: ingest re-sends one count after an unclear Kafka
+	// failure (same record id), and two were refused half an hour before.
+	s.rejection("ingest-1-7", "stripe", "signature_mismatch", 401, 3, 25*sec)
+	s.rejection("ingest-1-7", "stripe", "signature_mismatch", 401, 3, 25*sec)
+	s.rejection("ingest-1-8", "kit", "bad_json", 400, 1, 26*sec)
+	s.rejection("ingest-1-2", "stripe", "signature_mismatch", 401, 2, -30*time.Minute)
+
+	return map[string]int{"raw_events": 7, "identity_links": 3, "decisions": 2, "entitlements": 3, "mismatches": 3, "sink_actions": 4, "cdc_changes": 1, "dlq": 1,
+		"rejected_webhooks": 3}
 }
 
 // TestScriptedHistory writes a customer's history into Kafka, lets the
@@ -207,7 +220,7 @@ func TestScriptedHistory(t *testing.T) {
 	h.waitFor(time.Second, want)
 	mu.Lock()
 	total := inserted["raw_events"] + inserted["identity_links"] + inserted["decisions"] + inserted["entitlements"] +
-		inserted["mismatches"] + inserted["sink_actions"] + inserted["cdc_changes"] + inserted["dlq"]
+		inserted["mismatches"] + inserted["sink_actions"] + inserted["cdc_changes"] + inserted["dlq"] + inserted["rejected_webhooks"]
 	mu.Unlock()
 	distinct := 0
 	for _, n := range want {
@@ -344,10 +357,13 @@ func checkStats(t *testing.T, h *harness, s *script) {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(res.Providers)
-	want := `[{"provider":"kit","received":1,"duplicates":0,"duplicate_rate":0,"webhooks":1,"rejected":null,"webhook_failure_rate":null},` +
-		`{"provider":"stripe","received":6,"duplicates":1,"duplicate_rate":0.16666666666666666,"webhooks":6,"rejected":null,"webhook_failure_rate":null}]`
-	if string(got) != want {
-		t.Errorf("providers:\n got %s\nwant %s", got, want)
+	wantJSON, _ := json.Marshal([]ProviderStats{
+		{Provider: "kit", Received: 1, Webhooks: 1, Rejected: 1, RejectedByReason: map[string]int64{"bad_json": 1}, WebhookFailureRate: 1.0 / 2},
+		{Provider: "stripe", Received: 6, Duplicates: 1, DuplicateRate: 1.0 / 6, Webhooks: 6, Rejected: 5,
+			RejectedByReason: map[string]int64{"signature_mismatch": 5}, WebhookFailureRate: 5.0 / 11},
+	})
+	if string(got) != string(wantJSON) {
+		t.Errorf("providers:\n got %s\nwant %s", got, wantJSON)
 	}
 	m := res.Mismatches
 	if m.Open != 1 || m.Customers != 2 || m.Rate != 0.5 || m.CustomersOpen != 1 || m.Opened != 2 || m.Closed != 1 || m.OpenByKind[schemas.MismatchPaidNoAccess] != 1 {
@@ -365,21 +381,15 @@ func checkStats(t *testing.T, h *harness, s *script) {
 	if len(res.DeadLetters) != 1 || res.DeadLetters["sink"] != 1 {
 		t.Errorf("dead letters = %v", res.DeadLetters)
 	}
-	// A window before the script sees nothing; rejected counts plug in.
-	res, err = Stats(context.Background(), h.conn, h.cfg.ClickHouseDatabase, StatsQuery{Since: s.at(-time.Hour), Until: s.at(-time.Minute),
-		Rejected: rejectedFunc(func() map[string]int64 { return map[string]int64{"stripe": 2} })})
+	// A window before the script sees only the earlier refusals.
+	res, err = Stats(context.Background(), h.conn, h.cfg.ClickHouseDatabase, StatsQuery{Since: s.at(-time.Hour), Until: s.at(-time.Minute)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Providers) != 1 || *res.Providers[0].Rejected != 2 || *res.Providers[0].WebhookFailureRate != 1 || res.Latency.Count != 0 || res.Latency.P50MS != nil {
-		t.Errorf("empty window: %+v", res)
+	if len(res.Providers) != 1 || res.Providers[0].Rejected != 2 || res.Providers[0].WebhookFailureRate != 1 || res.Providers[0].Received != 0 ||
+		res.Latency.Count != 0 || res.Latency.P50MS != nil {
+		t.Errorf("window before the script: %+v", res)
 	}
-}
-
-type rejectedFunc func() map[string]int64
-
-func (f rejectedFunc) Rejected(context.Context, time.Time, time.Time) (map[string]int64, error) {
-	return f(), nil
 }
 
 func ptrVal(p *float64) any {

@@ -27,6 +27,7 @@ const (
 	kindMismatch
 	kindSink
 	kindDLQ
+	kindRejection
 )
 
 // kindByEnvelope maps schemas.Topic.Envelope to the record kind; envelopes
@@ -40,6 +41,7 @@ var kindByEnvelope = map[string]kind{
 	"Mismatch":    kindMismatch,
 	"SinkResult":  kindSink,
 	"DeadLetter":  kindDLQ,
+	"Rejection":   kindRejection,
 }
 
 // decoder turns Kafka records into table rows.
@@ -73,12 +75,12 @@ func (d *decoder) kindOf(topic string) kind {
 // regrowing: a table gets room for its records, the keys table (one row per
 // further key a record names) room for one row per record.
 func (d *decoder) reserve(b *batch, msgs []kafka.Message) {
-	var n [kindDLQ + 1]int
+	var n [kindRejection + 1]int
 	for i := range msgs {
 		n[d.kindOf(msgs[i].Topic)]++
 	}
 	for k, t := range map[kind]table{kindRaw: &b.raw, kindCDC: &b.cdc, kindIdentity: &b.identity, kindEntitlement: &b.entitlements,
-		kindDecision: &b.decisions, kindMismatch: &b.mismatches, kindSink: &b.sinks} {
+		kindDecision: &b.decisions, kindMismatch: &b.mismatches, kindSink: &b.sinks, kindRejection: &b.rejections} {
 		reserveTable(t, n[k])
 	}
 	reserveTable(&b.keys, len(msgs))
@@ -105,6 +107,8 @@ func (d *decoder) add(b *batch, m *kafka.Message) {
 		err = d.sink(b, m)
 	case kindDLQ:
 		err = d.deadLetter(b, m)
+	case kindRejection:
+		err = d.rejection(b, m)
 	default:
 		err = fmt.Errorf("topic %s holds no audit record", m.Topic)
 	}
@@ -372,6 +376,37 @@ func (d *decoder) deadLetter(b *batch, m *kafka.Message) error {
 	t.recordKey = append(t.recordKey, e.Key)
 	t.reason = append(t.reason, e.Reason)
 	t.record = append(t.record, record)
+	t.origin.add(m)
+	return nil
+}
+
+// rejection stores a count of refused webhook deliveries. It holds no
+// payload; its request ids are ingest's own.
+func (d *decoder) rejection(b *batch, m *kafka.Message) error {
+	var r schemas.Rejection
+	if err := json.Unmarshal(m.Value, &r); err != nil {
+		return err
+	}
+	if err := checkVersion(r.V, schemas.RejectionVersion); err != nil {
+		return err
+	}
+	if r.Provider == "" || r.RecordID == "" || r.Count < 1 {
+		return fmt.Errorf("rejection record without provider, record_id or a positive count")
+	}
+	t := &b.rejections
+	t.base.add(orTime(r.LastAt, m.Time))
+	t.firstMS = append(t.firstMS, msOf(orTime(r.FirstAt, r.LastAt)))
+	t.recordID = append(t.recordID, r.RecordID)
+	t.provider = append(t.provider, r.Provider)
+	t.reason = append(t.reason, r.Reason)
+	t.httpStatus = append(t.httpStatus, int32(r.HTTPStatus))
+	t.count = append(t.count, r.Count)
+	ids := r.RequestIDs
+	if len(ids) > schemas.MaxRejectionRequestIDs {
+		ids = ids[:schemas.MaxRejectionRequestIDs]
+	}
+	t.requestIDs = append(t.requestIDs, nonNil(ids))
+	t.instance = append(t.instance, r.Instance)
 	t.origin.add(m)
 	return nil
 }

@@ -12,35 +12,28 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// RejectedCounter reports how many webhook deliveries ingest refused (bad
-// signature, stale timestamp, oversized or malformed body) per provider in
-// [since, until). Refused deliveries never reach Kafka, so the audit trail
-// cannot count them: ingest owns these numbers and plugs them in here.
-type RejectedCounter interface {
-	Rejected(ctx context.Context, since, until time.Time) (map[string]int64, error)
-}
-
 // StatsQuery is the window [Since, Until) the rates cover (Until defaults to
-// now). Rejected is optional; without it the rejected counts and the webhook
-// failure rate are unknown (null in JSON).
+// now).
 type StatsQuery struct {
-	Since    time.Time
-	Until    time.Time
-	Rejected RejectedCounter
+	Since time.Time
+	Until time.Time
 }
 
 // ProviderStats are one provider's raw events in the window. Received counts
 // every delivery stored, duplicates included; DuplicateRate = Duplicates /
-// Received. Webhooks counts the received deliveries that came by webhook;
-// WebhookFailureRate = Rejected / (Webhooks + Rejected).
+// Received. Webhooks counts the received deliveries that came by webhook.
+// Rejected counts the webhook deliveries ingest refused or could not store
+// (answered 4xx or 503; from lr.ingest.rejections), by reason in
+// RejectedByReason; WebhookFailureRate = Rejected / (Webhooks + Rejected).
 type ProviderStats struct {
-	Provider           string   `json:"provider"`
-	Received           int64    `json:"received"`
-	Duplicates         int64    `json:"duplicates"`
-	DuplicateRate      float64  `json:"duplicate_rate"`
-	Webhooks           int64    `json:"webhooks"`
-	Rejected           *int64   `json:"rejected"`
-	WebhookFailureRate *float64 `json:"webhook_failure_rate"`
+	Provider           string           `json:"provider"`
+	Received           int64            `json:"received"`
+	Duplicates         int64            `json:"duplicates"`
+	DuplicateRate      float64          `json:"duplicate_rate"`
+	Webhooks           int64            `json:"webhooks"`
+	Rejected           int64            `json:"rejected"`
+	RejectedByReason   map[string]int64 `json:"rejected_by_reason"`
+	WebhookFailureRate float64          `json:"webhook_failure_rate"`
 }
 
 // MismatchStats: Open is the mismatches whose latest state is open at the end
@@ -103,6 +96,7 @@ func Stats(ctx context.Context, q Querier, db string, sq StatsQuery) (*StatsResu
 
 	var mu sync.Mutex
 	sinks := map[string]*SinkStats{}
+	rejected := map[string]map[string]int64{} // provider → reason → count
 	queries := []struct {
 		name  string
 		query string
@@ -205,6 +199,24 @@ func Stats(ctx context.Context, q Querier, db string, sq StatsQuery) (*StatsResu
 			}
 			return nil
 		}},
+		// A count belongs to the window its last refusal falls in.
+		{"rejected", `SELECT provider, reason, sum(n) FROM (
+			SELECT record_id, any(provider) AS provider, any(reason) AS reason, any(count) AS n
+			FROM ` + db + `.rejected_webhooks WHERE ` + window + ` GROUP BY record_id)
+			GROUP BY provider, reason`, wargs, func(r driver.Rows) error {
+			var p, reason string
+			var n int64
+			if err := r.Scan(&p, &reason, &n); err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if rejected[p] == nil {
+				rejected[p] = map[string]int64{}
+			}
+			rejected[p][reason] += n
+			return nil
+		}},
 		{"dead letters", `SELECT stage, count() FROM (
 			SELECT record_id, any(stage) AS stage FROM ` + db + `.dlq WHERE ` + window + ` GROUP BY record_id)
 			GROUP BY stage`, wargs, func(r driver.Rows) error {
@@ -240,13 +252,7 @@ func Stats(ctx context.Context, q Querier, db string, sq StatsQuery) (*StatsResu
 	}
 	sort.Slice(res.Sinks, func(i, j int) bool { return res.Sinks[i].Provider < res.Sinks[j].Provider })
 	sort.Slice(res.Providers, func(i, j int) bool { return res.Providers[i].Provider < res.Providers[j].Provider })
-	if sq.Rejected != nil {
-		rejected, err := sq.Rejected.Rejected(ctx, sq.Since, sq.Until)
-		if err != nil {
-			return nil, fmt.Errorf("rejected webhook counts: %w", err)
-		}
-		res.addRejected(rejected)
-	}
+	res.addRejected(rejected)
 	if res.Providers == nil {
 		res.Providers = []ProviderStats{}
 	}
@@ -258,7 +264,7 @@ func Stats(ctx context.Context, q Querier, db string, sq StatsQuery) (*StatsResu
 
 // addRejected fills in the rejected counts and the webhook failure rates; a
 // provider that only had rejections gets a row of its own.
-func (r *StatsResult) addRejected(rejected map[string]int64) {
+func (r *StatsResult) addRejected(rejected map[string]map[string]int64) {
 	for name := range rejected {
 		if !slices.ContainsFunc(r.Providers, func(p ProviderStats) bool { return p.Provider == name }) {
 			r.Providers = append(r.Providers, ProviderStats{Provider: name})
@@ -266,9 +272,12 @@ func (r *StatsResult) addRejected(rejected map[string]int64) {
 	}
 	for i := range r.Providers {
 		p := &r.Providers[i]
-		n := rejected[p.Provider]
-		rate := ratio(n, p.Webhooks+n)
-		p.Rejected, p.WebhookFailureRate = &n, &rate
+		p.RejectedByReason = map[string]int64{}
+		for reason, n := range rejected[p.Provider] {
+			p.RejectedByReason[reason] = n
+			p.Rejected += n
+		}
+		p.WebhookFailureRate = ratio(p.Rejected, p.Webhooks+p.Rejected)
 	}
 	sort.Slice(r.Providers, func(i, j int) bool { return r.Providers[i].Provider < r.Providers[j].Provider })
 }

@@ -253,6 +253,25 @@ func (t *dlqTable) columns() []column {
 	}, t.origin.cols())
 }
 
+type rejectionTable struct {
+	base
+	firstMS                    []int64
+	recordID, provider, reason []string
+	httpStatus                 []int32
+	count                      []int64
+	requestIDs                 [][]string
+	instance                   []string
+	origin
+}
+
+func (t *rejectionTable) name() string { return "rejected_webhooks" }
+func (t *rejectionTable) columns() []column {
+	return join(t.base.cols(), []column{
+		{"first_ms", &t.firstMS}, {"record_id", &t.recordID}, {"provider", &t.provider}, {"reason", &t.reason},
+		{"http_status", &t.httpStatus}, {"count", &t.count}, {"request_ids", &t.requestIDs}, {"instance", &t.instance},
+	}, t.origin.cols())
+}
+
 // batch is the rows of one Kafka batch, by table.
 type batch struct {
 	raw          rawTable
@@ -264,6 +283,7 @@ type batch struct {
 	mismatches   mismatchTable
 	sinks        sinkTable
 	dlq          dlqTable
+	rejections   rejectionTable
 
 	// verdicts memoises redaction verdicts for the goroutine building b.
 	verdicts map[string]bool
@@ -277,7 +297,7 @@ func (b *batch) verdictMap() map[string]bool {
 }
 
 func (b *batch) tables() []table {
-	return []table{&b.raw, &b.keys, &b.cdc, &b.identity, &b.entitlements, &b.decisions, &b.mismatches, &b.sinks, &b.dlq}
+	return []table{&b.raw, &b.keys, &b.cdc, &b.identity, &b.entitlements, &b.decisions, &b.mismatches, &b.sinks, &b.dlq, &b.rejections}
 }
 
 // rows returns the number of rows of each table that has any.

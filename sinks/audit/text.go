@@ -52,11 +52,7 @@ func WriteStats(w io.Writer, s *StatsResult) error {
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "PROVIDER\tRECEIVED\tDUPLICATES\tDUP RATE\tWEBHOOKS\tREJECTED\tFAILURE RATE\t")
 	for _, p := range s.Providers {
-		rejected, rate := "n/a", "n/a"
-		if p.Rejected != nil {
-			rejected, rate = strconv.FormatInt(*p.Rejected, 10), pct(*p.WebhookFailureRate)
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%s\t%s\t\n", p.Provider, p.Received, p.Duplicates, pct(p.DuplicateRate), p.Webhooks, rejected, rate)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%d\t%s\t\n", p.Provider, p.Received, p.Duplicates, pct(p.DuplicateRate), p.Webhooks, p.Rejected, pct(p.WebhookFailureRate))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -64,8 +60,20 @@ func WriteStats(w io.Writer, s *StatsResult) error {
 	if len(s.Providers) == 0 {
 		fmt.Fprintln(bw, "(no event received)")
 	}
-	if len(s.Providers) > 0 && s.Providers[0].Rejected == nil {
-		fmt.Fprintln(bw, "rejected: n/a here — refused webhooks never reach Kafka; ingest counts them in launchready_ingest_rejected_total")
+	for _, p := range s.Providers {
+		if p.Rejected == 0 {
+			continue
+		}
+		reasons := make([]string, 0, len(p.RejectedByReason))
+		for r := range p.RejectedByReason {
+			reasons = append(reasons, r)
+		}
+		sort.Strings(reasons)
+		parts := make([]string, len(reasons))
+		for i, r := range reasons {
+			parts[i] = r + "=" + strconv.FormatInt(p.RejectedByReason[r], 10)
+		}
+		fmt.Fprintf(bw, "rejected %s: %s\n", p.Provider, strings.Join(parts, " "))
 	}
 	m := s.Mismatches
 	fmt.Fprintf(bw, "\nmismatches: %d open / %d customers = %s (customers with one open: %d); %d opened, %d closed in the window\n",

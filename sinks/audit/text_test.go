@@ -38,9 +38,10 @@ func TestWriteTimeline(t *testing.T) {
 
 func TestWriteStats(t *testing.T) {
 	t.Parallel()
-	p50, p95, rejected, rate := 1500.0, 2000.0, int64(2), 0.25
+	p50, p95 := 1500.0, 2000.0
 	s := &StatsResult{Since: t0, Until: t0.Add(24 * time.Hour),
-		Providers:  []ProviderStats{{Provider: "stripe", Received: 6, Duplicates: 1, DuplicateRate: 1.0 / 6, Webhooks: 6, Rejected: &rejected, WebhookFailureRate: &rate}},
+		Providers: []ProviderStats{{Provider: "stripe", Received: 6, Duplicates: 1, DuplicateRate: 1.0 / 6, Webhooks: 6, Rejected: 2,
+			RejectedByReason: map[string]int64{"stale_timestamp": 1, "signature_mismatch": 1}, WebhookFailureRate: 0.25}},
 		Mismatches: MismatchStats{Open: 1, Customers: 4, Rate: 0.25, OpenByKind: map[string]int64{"paid_no_circle_access": 1}},
 		Latency:    LatencyStats{Count: 3, P50MS: &p50, P95MS: &p95},
 		Sinks:      []SinkStats{{Provider: "circle", Succeeded: 2, Failed: 1, ByStatus: map[string]int64{"ok": 2, "error": 1}}},
@@ -50,19 +51,20 @@ func TestWriteStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"16.7%", "25.0%", "1 open / 4 customers", "p50 1.50s, p95 2.00s (3 states)", "error=1 ok=2", "(24h0m0s)"} {
+	for _, want := range []string{"16.7%", "25.0%", "1 open / 4 customers", "p50 1.50s, p95 2.00s (3 states)", "error=1 ok=2", "(24h0m0s)",
+		"rejected stripe: signature_mismatch=1 stale_timestamp=1"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stats output lacks %q:\n%s", want, out)
 		}
 	}
 	if strings.Contains(out, "n/a") {
-		t.Errorf("rejected counts known, yet n/a shown:\n%s", out)
+		t.Errorf("latency known, yet n/a shown:\n%s", out)
 	}
-	s.Providers[0].Rejected, s.Providers[0].WebhookFailureRate, s.Latency = nil, nil, LatencyStats{}
+	s.Providers[0].Rejected, s.Providers[0].RejectedByReason, s.Latency = 0, nil, LatencyStats{}
 	b.Reset()
 	_ = WriteStats(&b, s)
-	if !strings.Contains(b.String(), "launchready_ingest_rejected_total") || !strings.Contains(b.String(), "latency: n/a") {
-		t.Errorf("unknown rejected counts and latency:\n%s", b.String())
+	if strings.Contains(b.String(), "rejected stripe") || !strings.Contains(b.String(), "latency: n/a") {
+		t.Errorf("no rejections and no latency:\n%s", b.String())
 	}
 }
 

@@ -66,6 +66,15 @@ type DeadLetter struct {
 	Key                                  string
 }
 
+// Rejection is a rejected_webhooks row: Count refused deliveries.
+type Rejection struct {
+	At                 time.Time
+	RecordID, Provider string
+	Reason             string
+	Status             int
+	Count              int64
+}
+
 // Decision is a decisions row.
 type Decision struct {
 	At                       time.Time
@@ -197,6 +206,16 @@ func DeadLetters(t testing.TB, conn driver.Conn, db string, ds ...DeadLetter) {
 			d := ds[i]
 			at := d.At.UTC()
 			return []any{day(at), at, at.UnixMilli(), d.Customer, fmt.Sprintf("dlq:%s:%s:%d:%d", d.SourceTopic, d.Key, at.UnixNano(), i), d.Stage, d.SourceTopic, d.Key, d.Reason, "{}", "lr.dlq"}
+		})
+}
+
+// Rejections inserts rejected_webhooks rows.
+func Rejections(t testing.TB, conn driver.Conn, db string, rs ...Rejection) {
+	insert(t, conn, db, "rejected_webhooks", "event_date, at, at_ms, first_ms, record_id, provider, reason, http_status, count, topic",
+		len(rs), func(i int) []any {
+			r := rs[i]
+			at := r.At.UTC()
+			return []any{day(at), at, at.UnixMilli(), at.UnixMilli(), r.RecordID, r.Provider, r.Reason, int32(r.Status), r.Count, "lr.ingest.rejections"}
 		})
 }
 
