@@ -111,7 +111,9 @@ func (h *harness) run(o Options) (*Reconciler, func()) {
 			stop()
 			h.t.Fatal("reconciler not ready after 30s")
 		}
-		if ready, detail := health.Result(context.Background()); ready {
+		// Ready is wrong only if the stage was still rebuilding after the
+		// check answered (it may have finished while the check ran).
+		if ready, detail := health.Result(context.Background()); ready && !r.ready.Load() {
 			h.t.Fatalf("readiness says ready while rebuilding: %v", detail)
 		}
 		time.Sleep(20 * time.Millisecond)
