@@ -243,7 +243,7 @@ func writeTSV(b *testing.B, dir string, bt *batch) []tsvFile {
 	var out []tsvFile
 	for _, t := range bt.tables() {
 		cols := t.columns()
-		n := colLen(cols[0].ptr)
+		n := cols[0].len()
 		if n == 0 {
 			continue
 		}

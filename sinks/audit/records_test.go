@@ -49,10 +49,10 @@ func checkColumns(t testing.TB, b *batch) {
 	t.Helper()
 	for _, tb := range b.tables() {
 		cols := tb.columns()
-		n := colLen(cols[0].ptr)
+		n := cols[0].len()
 		for _, c := range cols {
-			if colLen(c.ptr) != n {
-				t.Fatalf("%s.%s has %d values, %s has %d", tb.name(), c.name, colLen(c.ptr), cols[0].name, n)
+			if c.len() != n {
+				t.Fatalf("%s.%s has %d values, %s has %d", tb.name(), c.name, c.len(), cols[0].name, n)
 			}
 		}
 	}

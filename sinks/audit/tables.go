@@ -304,7 +304,7 @@ func (b *batch) tables() []table {
 func (b *batch) rows() map[string]int {
 	out := map[string]int{}
 	for _, t := range b.tables() {
-		if n := colLen(t.columns()[0].ptr); n > 0 {
+		if n := t.columns()[0].len(); n > 0 {
 			out[t.name()] = n
 		}
 	}
@@ -317,62 +317,57 @@ func (b *batch) merge(others ...*batch) {
 	for i := range mine {
 		n := 0
 		for _, o := range others {
-			n += colLen(o.tables()[i].columns()[0].ptr)
+			n += o.tables()[i].columns()[0].len()
 		}
 		reserveTable(mine[i], n)
 		dst := mine[i].columns()
 		for _, o := range others {
 			src := o.tables()[i].columns()
 			for j := range dst {
-				appendCol(dst[j].ptr, src[j].ptr)
+				dst[j].values().appendFrom(src[j].ptr)
 			}
 		}
 	}
 }
 
-func appendCol(dst, src any) {
-	switch d := dst.(type) {
-	case *[]string:
-		*d = append(*d, *src.(*[]string)...)
-	case *[]int64:
-		*d = append(*d, *src.(*[]int64)...)
-	case *[]int32:
-		*d = append(*d, *src.(*[]int32)...)
-	case *[]uint32:
-		*d = append(*d, *src.(*[]uint32)...)
-	case *[]uint8:
-		*d = append(*d, *src.(*[]uint8)...)
-	case *[]float64:
-		*d = append(*d, *src.(*[]float64)...)
-	case *[]time.Time:
-		*d = append(*d, *src.(*[]time.Time)...)
-	case *[][]string:
-		*d = append(*d, *src.(*[][]string)...)
-	default:
-		panic(fmt.Sprintf("audit: column type %T", dst))
-	}
+// values is a column's slice, whatever its element type.
+type values interface {
+	len() int
+	slice(lo, hi int) any // rows [lo, hi), sharing memory, for the driver
+	grow(n int)           // room for n more rows
+	appendFrom(src any)   // the rows of a column of the same type
 }
 
-func colLen(p any) int {
+type sliceOf[T any] struct{ p *[]T }
+
+func (v sliceOf[T]) len() int             { return len(*v.p) }
+func (v sliceOf[T]) slice(lo, hi int) any { return (*v.p)[lo:hi] }
+func (v sliceOf[T]) grow(n int)           { *v.p = slices.Grow(*v.p, n) }
+func (v sliceOf[T]) appendFrom(src any)   { *v.p = append(*v.p, *src.(*[]T)...) }
+func (c column) values() values           { return valuesOf(c.ptr) }
+func (c column) len() int                 { return c.values().len() }
+
+// valuesOf adapts a column pointer of one of the types column lists.
+func valuesOf(p any) values {
 	switch v := p.(type) {
 	case *[]string:
-		return len(*v)
+		return sliceOf[string]{v}
 	case *[]int64:
-		return len(*v)
+		return sliceOf[int64]{v}
 	case *[]int32:
-		return len(*v)
+		return sliceOf[int32]{v}
 	case *[]uint32:
-		return len(*v)
+		return sliceOf[uint32]{v}
 	case *[]uint8:
-		return len(*v)
+		return sliceOf[uint8]{v}
 	case *[]float64:
-		return len(*v)
+		return sliceOf[float64]{v}
 	case *[]time.Time:
-		return len(*v)
+		return sliceOf[time.Time]{v}
 	case *[][]string:
-		return len(*v)
+		return sliceOf[[]string]{v}
 	}
-	return -1
+	panic(fmt.Sprintf("audit: column type %T", p))
 }
 
 // reserveTable makes room for n more rows in every column of t.
@@ -381,49 +376,8 @@ func reserveTable(t table, n int) {
 		return
 	}
 	for _, c := range t.columns() {
-		switch v := c.ptr.(type) {
-		case *[]string:
-			*v = slices.Grow(*v, n)
-		case *[]int64:
-			*v = slices.Grow(*v, n)
-		case *[]int32:
-			*v = slices.Grow(*v, n)
-		case *[]uint32:
-			*v = slices.Grow(*v, n)
-		case *[]uint8:
-			*v = slices.Grow(*v, n)
-		case *[]float64:
-			*v = slices.Grow(*v, n)
-		case *[]time.Time:
-			*v = slices.Grow(*v, n)
-		case *[][]string:
-			*v = slices.Grow(*v, n)
-		}
+		c.values().grow(n)
 	}
-}
-
-// colSlice returns rows [lo, hi) of the column, sharing its memory, for the
-// driver.
-func colSlice(p any, lo, hi int) any {
-	switch v := p.(type) {
-	case *[]string:
-		return (*v)[lo:hi]
-	case *[]int64:
-		return (*v)[lo:hi]
-	case *[]int32:
-		return (*v)[lo:hi]
-	case *[]uint32:
-		return (*v)[lo:hi]
-	case *[]uint8:
-		return (*v)[lo:hi]
-	case *[]float64:
-		return (*v)[lo:hi]
-	case *[]time.Time:
-		return (*v)[lo:hi]
-	case *[][]string:
-		return (*v)[lo:hi]
-	}
-	return nil
 }
 
 // Inserter is the part of a ClickHouse connection the writer inserts through
@@ -445,7 +399,7 @@ func insert(ctx context.Context, conn Inserter, db string, b *batch) error {
 	)
 	for _, t := range b.tables() {
 		cols := t.columns()
-		if colLen(cols[0].ptr) == 0 {
+		if cols[0].len() == 0 {
 			continue
 		}
 		wg.Add(1)
@@ -480,11 +434,11 @@ func insertTable(ctx context.Context, conn Inserter, db, name string, cols []col
 	// encodes a block into buffers it reuses, where one block of the whole
 	// batch would grow them by copying, and the server squashes the blocks
 	// into one part per partition (min_insert_block_size_rows).
-	n := colLen(cols[0].ptr)
+	n := cols[0].len()
 	for lo := 0; lo < n; lo += blockRows {
 		hi := min(lo+blockRows, n)
 		for i, c := range cols {
-			if err := b.Column(i).Append(colSlice(c.ptr, lo, hi)); err != nil {
+			if err := b.Column(i).Append(c.values().slice(lo, hi)); err != nil {
 				_ = b.Abort()
 				return fmt.Errorf("insert into %s: column %s: %w", name, c.name, err)
 			}
