@@ -63,7 +63,7 @@ type Reconciler struct {
 	// partitions of each output topic, for sizing produce calls.
 	partitions map[string][]int
 	ready      atomic.Bool
-	// jobs feeds the one writer (see enqueue); nil outside Run.
+	// jobs feeds the one writer (see enqueue), during Run.
 	jobs chan *writeJob
 }
 
@@ -210,15 +210,12 @@ type writeJob struct {
 	done chan error
 }
 
-// enqueue queues b for the writer and returns a wait for its result; callers
-// hold r.mu, so the queue's order is the order state changed in.
+// enqueue queues b for the writer (Run starts it before anything is
+// applied) and returns a wait for its result; callers hold r.mu, so the
+// queue's order is the order state changed in.
 func (r *Reconciler) enqueue(ctx context.Context, b *batch) func() error {
 	j := &writeJob{ctx: ctx, b: b, done: make(chan error, 1)}
-	if r.jobs == nil {
-		j.done <- b.write(ctx)
-	} else {
-		r.jobs <- j
-	}
+	r.jobs <- j
 	return sync.OnceValue(func() error { return <-j.done })
 }
 

@@ -92,13 +92,8 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		if err := h(ctx, batch); err != nil {
 			return fmt.Errorf("consumer %s: %w", c.opt.GroupID, err)
 		}
-		// Commit under its own deadline: a shutdown that arrives after the
-		// outputs were written should still record the progress.
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = c.r.CommitMessages(cctx, batch...)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("consumer %s: commit: %w", c.opt.GroupID, err)
+		if err := c.commit(batch); err != nil {
+			return fmt.Errorf("consumer %s: %w", c.opt.GroupID, err)
 		}
 	}
 }
@@ -116,18 +111,20 @@ type AsyncHandler func(ctx context.Context, batch []Message) (wait func() error,
 // blocks until ctx ends or a handler or wait fails; batches in flight when it
 // fails are not committed and are read again.
 func (c *Consumer) RunAsync(ctx context.Context, depth int, h AsyncHandler) error {
-	err := Pipeline(ctx, depth, c.fetchBatch, h, func(batch []Message) error {
-		// Commit under its own deadline: a shutdown that arrives after the
-		// outputs were written still records the progress.
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := c.r.CommitMessages(cctx, batch...); err != nil {
-			return fmt.Errorf("commit: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := Pipeline(ctx, depth, c.fetchBatch, h, c.commit); err != nil {
 		return fmt.Errorf("consumer %s: %w", c.opt.GroupID, err)
+	}
+	return nil
+}
+
+// commit stores a handled batch's offsets, under its own deadline: a
+// shutdown that arrives after the outputs were written still records the
+// progress.
+func (c *Consumer) commit(batch []Message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.r.CommitMessages(ctx, batch...); err != nil {
+		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }
