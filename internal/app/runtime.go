@@ -16,9 +16,10 @@ import (
 const DefaultGCPercent = 400
 
 // TuneRuntime applies DefaultGCPercent unless GOGC is set, and, unless
-// GOMEMLIMIT is set, a soft memory limit of half the machine's memory so the
-// larger GC target cannot grow the heap past what the machine has. It
-// returns the GC percent in effect.
+// GOMEMLIMIT is set, a soft memory limit of half the memory the process may
+// use (its cgroup's limit in a container, else the machine's) so the larger
+// GC target cannot grow the heap past what there is. It returns the GC
+// percent in effect.
 func TuneRuntime() int {
 	pct := -1
 	if v, ok := os.LookupEnv("GOGC"); ok {
@@ -30,11 +31,25 @@ func TuneRuntime() int {
 		pct = DefaultGCPercent
 	}
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
-		if total := memTotal(); total > 0 {
+		if total := memAvailable(); total > 0 {
 			debug.SetMemoryLimit(total / 2)
 		}
 	}
 	return pct
+}
+
+// memAvailable is the memory the process may use: the cgroup's limit when
+// one is set below the machine's memory, else the machine's.
+func memAvailable() int64 {
+	total := memTotal()
+	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		if b, err := os.ReadFile(f); err == nil {
+			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && (total == 0 || n < total) {
+				return n
+			}
+		}
+	}
+	return total
 }
 
 // memTotal is the machine's memory in bytes from /proc/meminfo (0 when

@@ -37,9 +37,9 @@ func TestTuneRuntimeDefaults(t *testing.T) {
 	if got := debug.SetGCPercent(DefaultGCPercent); got != DefaultGCPercent {
 		t.Fatalf("GC percent is %d, want %d", got, DefaultGCPercent)
 	}
-	total := memTotal()
-	if total <= 0 {
-		t.Fatal("no MemTotal in /proc/meminfo")
+	total := memAvailable()
+	if total <= 0 || total > memTotal() {
+		t.Fatalf("memory available %d, machine %d", total, memTotal())
 	}
 	if got := debug.SetMemoryLimit(-1); got != total/2 {
 		t.Fatalf("memory limit %d, want half of %d", got, total)
