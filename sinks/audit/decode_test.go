@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"slices"
@@ -194,6 +195,28 @@ func FuzzChangedColumns(f *testing.F) {
 		got := changedColumns(schemas.OpUpdate, before, after)
 		if !slices.Equal(got, want) {
 			t.Fatalf("changedColumns(%q, %q) = %q, encoding/json finds %q", before, after, got, want)
+		}
+	})
+}
+
+// FuzzPlainRun: the word-at-a-time check agrees with a byte-by-byte one.
+func FuzzPlainRun(f *testing.F) {
+	f.Add([]byte("plain text, 8+ bytes long"))
+	f.Add([]byte("tab\there"))
+	f.Add([]byte(`back\slash in the middle of a run`))
+	f.Add([]byte("\x7f\x80\xff\x1f........"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := true
+		for _, c := range b {
+			if c < 0x20 || c == '\\' || c == '"' {
+				want = false
+			}
+		}
+		if bytes.IndexByte(b, '"') >= 0 {
+			return // runs never hold a quote
+		}
+		if got := plainRun(b); got != want {
+			t.Fatalf("plainRun(%q) = %v, want %v", b, got, want)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -226,6 +227,12 @@ func (s *scanner) array(write bool, depth int) error {
 // holds escapes.
 func (s *scanner) str() (esc bool, err error) {
 	s.pos++ // opening quote
+	// Most strings hold neither escapes nor control characters: find the
+	// closing quote and check the run between eight bytes at a time.
+	if q := bytes.IndexByte(s.in[s.pos:], '"'); q >= 0 && plainRun(s.in[s.pos:s.pos+q]) {
+		s.pos += q + 1
+		return false, nil
+	}
 	for s.pos < len(s.in) {
 		// Plain characters first, one table lookup each.
 		for s.pos < len(s.in) && plain[s.in[s.pos]] {
@@ -267,6 +274,28 @@ func (s *scanner) str() (esc bool, err error) {
 		}
 	}
 	return esc, s.fail("unterminated string")
+}
+
+// plainRun reports whether b holds no backslash and no control character.
+func plainRun(b []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		// A byte below 0x20 or equal to '\\' sets its high bit here.
+		lt := (x - ones*0x20) & ^x & highs
+		bs := x ^ (ones * '\\')
+		eq := (bs - ones) & ^bs & highs
+		if lt|eq != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if !plain[c] {
+			return false
+		}
+	}
+	return true
 }
 
 // plain marks the bytes a string literal holds as they are: not the quote,
