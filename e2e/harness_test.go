@@ -130,6 +130,20 @@ func start(t *testing.T) (*pipeline, error) {
 	}
 	cleanups = append(cleanups, func() { p.kit.Close() })
 
+	// An app database of the run's own: the CDC snapshot then holds only
+	// this run's users, whatever earlier runs left in the stack's.
+	appName := "lr_e2e_app_" + testenv.ID()
+	appURL, err := pg.CreateDatabase(ctx, cfg.PostgresURL, appName)
+	if err != nil {
+		return nil, err
+	}
+	serverURL := cfg.PostgresURL
+	cleanups = append(cleanups, func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer dcancel()
+		_, _ = pg.DropDatabases(dctx, serverURL, appName, "")
+	})
+	cfg.PostgresURL = appURL
 	p.app, err = pg.Connect(ctx, cfg.PostgresURL, "app database")
 	if err != nil {
 		return nil, err
