@@ -18,6 +18,7 @@ import (
 
 	"github.com/launchready/launchready/internal/alerts"
 	"github.com/launchready/launchready/internal/app"
+	"github.com/launchready/launchready/internal/chdb"
 	"github.com/launchready/launchready/internal/config"
 	"github.com/launchready/launchready/internal/mapping"
 	"github.com/launchready/launchready/internal/obs"
@@ -105,6 +106,9 @@ func runDemo(ctx context.Context, args []string) error {
 	say("  simulators: Circle %s, Kit %s", cfg.CircleBaseURL, cfg.KitBaseURL)
 	say("  pipeline log: %s; topics: %s*", f.logFile, cfg.TopicPrefix)
 
+	if err := demoDatabases(ctx, cfg, runID, say); err != nil {
+		return err
+	}
 	appDB, err := pg.Connect(ctx, cfg.PostgresURL, "app database")
 	if err != nil {
 		return err
@@ -195,11 +199,15 @@ func runDemo(ctx context.Context, args []string) error {
 
 // demoSettings fills what the demo needs and the user did not set: local
 // secrets for the simulators, a quick Circle poll, the app tables for CDC,
-// and topics of the run's own (lr.demo<run>.), so each run's report, state
-// and sink backlog are its own on a warm stack.
+// and topics and a ClickHouse database of the run's own (with the app
+// database of demoDatabases), so each run's report, state and sink backlog
+// are its own on a warm stack.
 func demoSettings(cfg *config.Config, runID string) {
 	if cfg.TopicPrefix == "lr." {
 		cfg.TopicPrefix = "lr.demo" + runID + "."
+	}
+	if cfg.ClickHouseDatabase == "launchready" {
+		cfg.ClickHouseDatabase = demoAuditPrefix + runID
 	}
 	def := func(s *config.Secret, v string) {
 		if !s.Set() {
@@ -226,6 +234,55 @@ func demoSettings(cfg *config.Config, runID string) {
 	if len(cfg.CDCTables) == 0 {
 		cfg.CDCTables = []string{"public.users", "public.chat_sessions"}
 	}
+}
+
+// The demo's own databases: an app database (Postgres) and an audit
+// database (ClickHouse) per run, named with these prefixes and the run id.
+const (
+	demoAppPrefix   = "lr_demo_app_"
+	demoAuditPrefix = "launchready_demo_"
+)
+
+// demoDatabases gives the run an app database of its own on the server
+// LR_POSTGRES_URL points at (the CDC snapshot then holds only this run's
+// users), and drops the app and audit databases earlier demo runs made: the
+// latest run's stay for exploring. Without the right to create a database
+// the run uses LR_POSTGRES_URL's own and says so.
+func demoDatabases(ctx context.Context, cfg *config.Config, runID string, say func(string, ...any)) error {
+	if dropped, err := pg.DropDatabases(ctx, cfg.PostgresURL, demoAppPrefix, ""); err != nil {
+		say("  note: earlier demo app databases not dropped: %v", err)
+	} else if len(dropped) > 0 {
+		say("  dropped %d app database(s) of earlier demo runs", len(dropped))
+	}
+	if strings.HasPrefix(cfg.ClickHouseDatabase, demoAuditPrefix) {
+		if conn, err := chdb.Open(ctx, cfg, ""); err == nil {
+			var old []string
+			if rows, err := conn.Query(ctx, "SELECT name FROM system.databases WHERE startsWith(name, ?) AND name != ?", demoAuditPrefix, cfg.ClickHouseDatabase); err == nil {
+				for rows.Next() {
+					var n string
+					if rows.Scan(&n) == nil {
+						old = append(old, n)
+					}
+				}
+				rows.Close()
+			}
+			for _, n := range old {
+				_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+n)
+			}
+			conn.Close()
+		}
+	}
+	u, err := pg.CreateDatabase(ctx, cfg.PostgresURL, demoAppPrefix+runID)
+	if err != nil {
+		say("  note: using the configured app database (%v)", err)
+		return nil
+	}
+	cfg.PostgresURL = u
+	// The slot lives in that database and goes with it.
+	if cfg.CDCSlot == "launchready" && cfg.CDCPublication == "launchready" {
+		cfg.CDCSlot, cfg.CDCPublication = demoAppPrefix+runID, demoAppPrefix+runID
+	}
+	return nil
 }
 
 func randHex(n int) string {
@@ -352,9 +409,10 @@ func printReport(ctx context.Context, w io.Writer, d *deps, cfg *config.Config, 
 	}
 	p("\nexplore")
 	p("  ops page      http://%s/ops/?token=%s   (while the pipeline runs: make demo ARGS=--stay)", cfg.HTTPAddr, cfg.OpsToken.Reveal())
-	p("  audit CLI     bin/launchready audit why --email %s", sample.Email)
-	p("                bin/launchready audit timeline --email %s", sample.Email)
-	p("                bin/launchready audit stats --since 1h")
+	db := "LR_CLICKHOUSE_DATABASE=" + cfg.ClickHouseDatabase + " "
+	p("  audit CLI     %sbin/launchready audit why --email %s", db, sample.Email)
+	p("                %sbin/launchready audit timeline --email %s", db, sample.Email)
+	p("                %sbin/launchready audit stats --since 1h", db)
 }
 
 func total(m map[string]int) int {

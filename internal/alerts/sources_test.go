@@ -84,9 +84,13 @@ func TestPostgresSlotLag(t *testing.T) {
 	if _, err := pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", slot)
-	})
+	// Dropped before the pool closes (defers run last-in first-out): a slot
+	// left behind would hold the stack's WAL forever.
+	defer func() {
+		if _, err := pool.Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", slot); err != nil {
+			t.Errorf("drop slot %s: %v", slot, err)
+		}
+	}()
 	if _, err := pool.Exec(ctx, "CREATE TEMP TABLE lag_filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 5000) g"); err != nil {
 		t.Fatal(err)
 	}
