@@ -106,9 +106,7 @@ func runDemo(ctx context.Context, args []string) error {
 	say("  simulators: Circle %s, Kit %s", cfg.CircleBaseURL, cfg.KitBaseURL)
 	say("  pipeline log: %s; topics: %s*", f.logFile, cfg.TopicPrefix)
 
-	if err := demoDatabases(ctx, cfg, runID, say); err != nil {
-		return err
-	}
+	demoDatabases(ctx, cfg, runID, say)
 	appDB, err := pg.Connect(ctx, cfg.PostgresURL, "app database")
 	if err != nil {
 		return err
@@ -248,39 +246,54 @@ const (
 // users), and drops the app and audit databases earlier demo runs made: the
 // latest run's stay for exploring. Without the right to create a database
 // the run uses LR_POSTGRES_URL's own and says so.
-func demoDatabases(ctx context.Context, cfg *config.Config, runID string, say func(string, ...any)) error {
+func demoDatabases(ctx context.Context, cfg *config.Config, runID string, say func(string, ...any)) {
 	if dropped, err := pg.DropDatabases(ctx, cfg.PostgresURL, demoAppPrefix, ""); err != nil {
 		say("  note: earlier demo app databases not dropped: %v", err)
 	} else if len(dropped) > 0 {
 		say("  dropped %d app database(s) of earlier demo runs", len(dropped))
 	}
 	if strings.HasPrefix(cfg.ClickHouseDatabase, demoAuditPrefix) {
-		if conn, err := chdb.Open(ctx, cfg, ""); err == nil {
-			var old []string
-			if rows, err := conn.Query(ctx, "SELECT name FROM system.databases WHERE startsWith(name, ?) AND name != ?", demoAuditPrefix, cfg.ClickHouseDatabase); err == nil {
-				for rows.Next() {
-					var n string
-					if rows.Scan(&n) == nil {
-						old = append(old, n)
-					}
-				}
-				rows.Close()
-			}
-			for _, n := range old {
-				_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+n)
-			}
-			conn.Close()
+		if err := dropAuditDatabases(ctx, cfg, demoAuditPrefix, cfg.ClickHouseDatabase); err != nil {
+			say("  note: earlier demo audit databases not dropped: %v", err)
 		}
 	}
 	u, err := pg.CreateDatabase(ctx, cfg.PostgresURL, demoAppPrefix+runID)
 	if err != nil {
 		say("  note: using the configured app database (%v)", err)
-		return nil
+		return
 	}
 	cfg.PostgresURL = u
 	// The slot lives in that database and goes with it.
 	if cfg.CDCSlot == "launchready" && cfg.CDCPublication == "launchready" {
 		cfg.CDCSlot, cfg.CDCPublication = demoAppPrefix+runID, demoAppPrefix+runID
+	}
+}
+
+// dropAuditDatabases drops the ClickHouse databases named prefix… but keep.
+func dropAuditDatabases(ctx context.Context, cfg *config.Config, prefix, keep string) error {
+	conn, err := chdb.Open(ctx, cfg, "")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT name FROM system.databases WHERE startsWith(name, ?) AND name != ?", prefix, keep)
+	if err != nil {
+		return err
+	}
+	var old []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		old = append(old, n)
+	}
+	rows.Close()
+	for _, n := range old {
+		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+n); err != nil {
+			return err
+		}
 	}
 	return nil
 }
