@@ -184,6 +184,17 @@ func TestRefund(t *testing.T) {
 	if !flagged {
 		t.Fatal("refunded customer's entitlement is not flagged for follow-up")
 	}
+	// "Why no access?" finds every event the latest decision names in the
+	// audit trail (the reconciler names them provider:event id).
+	ch := p.clickhouse(t)
+	eventually(t, 30*time.Second, "audit why finds the decision's causes", func() (bool, string) {
+		a, err := audit.Why(context.Background(), ch, p.cfg.ClickHouseDatabase, audit.WhyQuery{Email: c.Email})
+		if err != nil {
+			return false, err.Error()
+		}
+		ok := !a.Access && len(a.CausingIDs) > 0 && len(a.Causes) == len(a.CausingIDs) && !strings.Contains(a.Text, "not in the audit trail")
+		return ok, a.Text
+	})
 }
 
 // Webhook reliability: replaying every provider event a second time creates

@@ -115,7 +115,8 @@ func (s *script) play(t *testing.T) map[string]int {
 	s.raw("stripe", "evt_unlinked", "customer.updated", "cus_UNLINKED",
 		[]byte(`{"id":"evt_unlinked","type":"customer.updated","data":{"object":{"id":"cus_UNLINKED","object":"customer","email":"Maria.Lopez@example.org","name":"Maria L"}}}`), 30*sec, false)
 	s.raw("stripe", refundID, "charge.refunded", mariaCus, refund, 60*sec, false)
-	s.decision("d_refund", mariaID, "charge.refunded: full refund revokes access", []string{refundID}, 61*sec)
+	// The reconciler names its causes by dedup key (provider:event id).
+	s.decision("d_refund", mariaID, "charge.refunded: full refund revokes access", []string{"stripe:" + refundID}, 61*sec)
 	s.entitlement(schemas.Entitlement{CustomerID: mariaID, Email: maria, Plan: "pro", Status: schemas.StatusRefunded, Access: false,
 		SourceEventIDs: []string{checkoutID, refundID}, Version: 2}, 61500*time.Millisecond, 60*sec, 61500*time.Millisecond) // latency 1500 ms
 	s.mismatch(mariaID, schemas.MismatchAccessNotPaid, "circle", "open", 62*sec)
@@ -413,7 +414,7 @@ func checkWhy(t *testing.T, h *harness, s *script) {
 	if len(a.OpenMismatches) != 0 || len(a.Sinks) != 1 || a.Sinks[0].Status != "ok" {
 		t.Errorf("mismatches %+v sinks %+v", a.OpenMismatches, a.Sinks)
 	}
-	for _, part := range []string{"has NO access now", "status refunded", "charge.refunded: full refund revokes access", refundID, "No mismatch is open", "remove_access_group pro-members ok"} {
+	for _, part := range []string{"has NO access now", "status refunded", "charge.refunded: full refund revokes access", "stripe charge.refunded " + refundID + " received", "No mismatch is open", "remove_access_group pro-members ok"} {
 		if !strings.Contains(a.Text, part) {
 			t.Errorf("answer lacks %q:\n%s", part, a.Text)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/launchready/launchready/schemas"
 	"slices"
 	"strconv"
 	"strings"
@@ -241,8 +242,9 @@ func latestDecision(ctx context.Context, q Querier, db, cid string) (*Entry, []s
 	return d, nonNil(causing), err
 }
 
-// causes finds the records a decision names: raw events by event id (their
-// first delivery) and CDC changes by record id. It looks under the
+// causes finds the records a decision names: raw events by their dedup key
+// "<provider>:<event id>" as the reconciler names them, or by bare event id
+// (their first delivery), and CDC changes by record id. It looks under the
 // customer's keys first (primary index) and then, for ids still missing,
 // through the whole table.
 func causes(ctx context.Context, q Querier, db string, keys, ids []string) ([]Entry, error) {
@@ -259,7 +261,13 @@ func causes(ctx context.Context, q Querier, db string, keys, ids []string) ([]En
 			out = append(out, e)
 		}
 	}
-	idList, idArgs := in(ids)
+	lookup := append([]string(nil), ids...)
+	for _, id := range ids {
+		if _, ev, ok := eventKey(id); ok {
+			lookup = append(lookup, ev)
+		}
+	}
+	idList, idArgs := in(lookup)
 	for _, scoped := range []bool{len(keys) > 0, false} {
 		where, args := "", idArgs
 		if scoped {
@@ -273,7 +281,7 @@ func causes(ctx context.Context, q Querier, db string, keys, ids []string) ([]En
 					ORDER BY at_ms ASC LIMIT 1 BY event_id`, args, func(r driver.Rows) error {
 					e, err := scanEvent(r)
 					if err == nil {
-						keep(e, e.ID)
+						keep(e, e.Source+":"+e.ID)
 					}
 					return err
 				})
@@ -383,11 +391,24 @@ func whyText(a *Answer) string {
 	return b.String()
 }
 
+// eventKey splits a raw event's dedup key "<provider>:<event id>".
+func eventKey(id string) (provider, eventID string, ok bool) {
+	provider, eventID, ok = strings.Cut(id, ":")
+	switch provider {
+	case schemas.ProviderStripe, schemas.ProviderKit, schemas.ProviderCircle:
+		return provider, eventID, ok && eventID != ""
+	}
+	return "", "", false
+}
+
 func describeCauses(ids []string, found []Entry) string {
 	byID := map[string]Entry{}
 	for _, c := range found {
 		byID[c.ID] = c
 		byID[c.RecordID] = c
+		if c.Kind == EntryEvent {
+			byID[c.Source+":"+c.ID] = c
+		}
 	}
 	parts := make([]string, 0, len(ids))
 	for _, id := range ids {
