@@ -411,8 +411,8 @@ func printReport(ctx context.Context, w io.Writer, d *deps, cfg *config.Config, 
 		_ = audit.WriteStats(w, stats)
 	}
 	ks, cs := kit.Stats(), circle.Stats()
-	p("sink calls                Kit: %d requests, %d writes, %d rate-limit violations, %d duplicate tags", total(ks.Requests), ks.Writes, ks.Violations, ks.DuplicateTags)
-	p("                          Circle: %d requests, %d writes, %d rate-limit violations, %d duplicate tags", total(cs.Requests), cs.Writes, cs.Violations, cs.DuplicateTags)
+	p("sink calls                Kit: %d requests, %d writes, %d rate-limit violations, %d duplicate tags", ks.TotalRequests(), ks.Writes, ks.Violations, ks.DuplicateTags)
+	p("                          Circle: %d requests, %d writes, %d rate-limit violations, %d duplicate tags", cs.TotalRequests(), cs.Writes, cs.Violations, cs.DuplicateTags)
 	sample := customers[0]
 	for _, c := range customers {
 		if c.Life == traffic.LifeRefunded {
@@ -426,12 +426,4 @@ func printReport(ctx context.Context, w io.Writer, d *deps, cfg *config.Config, 
 	p("  audit CLI     %sbin/launchready audit why --email %s", db, sample.Email)
 	p("                %sbin/launchready audit timeline --email %s", db, sample.Email)
 	p("                %sbin/launchready audit stats --since 1h", db)
-}
-
-func total(m map[string]int) int {
-	n := 0
-	for _, v := range m {
-		n += v
-	}
-	return n
 }

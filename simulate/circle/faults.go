@@ -1,6 +1,7 @@
 package circlesim
 
 import (
+	"maps"
 	"net/http"
 
 	"github.com/launchready/launchready/simulate/internal/simfault"
@@ -44,21 +45,12 @@ type Stats struct {
 
 func (s Stats) clone() Stats {
 	out := s
-	out.Requests = make(map[string]int, len(s.Requests))
-	for k, v := range s.Requests {
-		out.Requests[k] = v
-	}
+	out.Requests = maps.Clone(s.Requests)
 	return out
 }
 
 // TotalRequests sums Requests.
-func (s Stats) TotalRequests() int {
-	n := 0
-	for _, v := range s.Requests {
-		n += v
-	}
-	return n
-}
+func (s Stats) TotalRequests() int { return simfault.Sum(s.Requests) }
 
 // adminRoutes serves /_sim/ (see simfault.AdminRoutes).
 func (s *Server) adminRoutes(mux *http.ServeMux) {

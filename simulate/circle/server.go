@@ -15,8 +15,6 @@
 package circlesim
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -82,8 +80,7 @@ type Server struct {
 	nextRecID int64
 	win       simfault.Window
 	stats     Stats
-	srv       *http.Server
-	baseURL   string
+	ln        simfault.Listener
 }
 
 // New returns a simulator; Handler serves it, or Start listens on an address.
@@ -131,48 +128,17 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Start listens on addr and serves in the background. It returns the base
 // URL of the server (the API is under URL+Base).
 func (s *Server) Start(addr string) (string, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	s.mu.Lock()
-	s.srv, s.baseURL = srv, "http://"+ln.Addr().String()
-	s.mu.Unlock()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("circle simulator stopped", "err", err)
-		}
-	}()
-	return s.baseURL, nil
+	return s.ln.Start(addr, s.mux, s.log, "circle simulator")
 }
 
 // URL is the base URL after Start ("" before).
-func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.baseURL
-}
+func (s *Server) URL() string { return s.ln.URL() }
 
 // Token is the API token clients must send.
 func (s *Server) Token() string { return s.opt.Token }
 
 // Close stops the server if it was started.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	srv := s.srv
-	s.srv = nil
-	s.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		return srv.Close()
-	}
-	return nil
-}
+func (s *Server) Close() error { return s.ln.Close() }
 
 // SetFaults replaces the injected faults.
 func (s *Server) SetFaults(f Faults) { s.inj.Set(f) }

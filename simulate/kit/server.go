@@ -11,10 +11,7 @@
 package kitsim
 
 import (
-	"context"
-	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -64,21 +61,19 @@ type Server struct {
 	mux *http.ServeMux
 	log *slog.Logger
 
-	mu       sync.Mutex
-	subs     map[int64]*subscriber
-	byEmail  map[string]int64
-	tags     map[int64]*Tag
-	fields   []field
-	nextID   int64
-	nextTag  int64
-	nextFld  int64
-	win      simfault.Window
-	stats    Stats
-	hooks    *webhooks
-	srv      *http.Server
-	baseURL  string
-	closed   bool
-	closeErr error
+	mu        sync.Mutex
+	subs      map[int64]*subscriber
+	byEmail   map[string]int64
+	tags      map[int64]*Tag
+	fields    []field
+	nextID    int64
+	nextTag   int64
+	nextFld   int64
+	win       simfault.Window
+	stats     Stats
+	hooks     *webhooks
+	closeOnce sync.Once
+	ln        simfault.Listener
 }
 
 // New returns a simulator with the given options; Handler serves it, or
@@ -129,53 +124,23 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Start listens on addr (e.g. "127.0.0.1:0") and serves in the background.
 // It returns the base URL of the server (the API is under URL+"/v4").
 func (s *Server) Start(addr string) (string, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	s.mu.Lock()
-	s.srv, s.baseURL = srv, "http://"+ln.Addr().String()
-	s.mu.Unlock()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("kit simulator stopped", "err", err)
-		}
-	}()
-	return s.baseURL, nil
+	return s.ln.Start(addr, s.mux, s.log, "kit simulator")
 }
 
 // URL is the base URL after Start ("" before).
-func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.baseURL
-}
+func (s *Server) URL() string { return s.ln.URL() }
 
 // APIKey is the key clients must send.
 func (s *Server) APIKey() string { return s.opt.APIKey }
 
 // Close stops the server (if started) and webhook deliveries. Idempotent.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return s.closeErr
-	}
-	s.closed = true
-	srv := s.srv
-	s.mu.Unlock()
-	if s.hooks != nil {
-		s.hooks.close()
-	}
-	if srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			s.closeErr = srv.Close()
+	s.closeOnce.Do(func() {
+		if s.hooks != nil {
+			s.hooks.close()
 		}
-	}
-	return s.closeErr
+	})
+	return s.ln.Close()
 }
 
 // SetFaults replaces the injected faults.
